@@ -1,0 +1,1 @@
+"""Benchmark CLI; installed as streamst.benchmarks."""

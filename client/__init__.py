@@ -1,0 +1,1 @@
+"""Desktop and file-streaming clients; installed as streamst.client."""

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets streamst up on a fresh machine: system tools, a virtual environment in .venv, the
+# llama.cpp build, and the default models. Safe to run again; it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+LLAMA_VERSION=0.3.36
+# A portable x86-64 build (AVX2/FMA/F16C). The native build enables AMX/AVX-512 kernels that
+# crash on some virtual machines; set LLAMA_CMAKE_ARGS to override.
+LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"}
+STREAMST_HOME=${STREAMST_HOME:-$HOME/.cache/streamst}
+EXTRAS=${STREAMST_EXTRAS:-test,bench}
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+missing=()
+for tool in espeak-ng ffmpeg; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]} (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg >/dev/null
+  else
+    say "please install: ${missing[*]} (e.g. sudo apt-get install espeak-ng ffmpeg)"; exit 1
+  fi
+fi
+
+[ -x .venv/bin/python ] || { say "creating .venv"; "$PYTHON" -m venv .venv; }
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+
+if ! python -c "import llama_cpp" 2>/dev/null; then
+  wheels="$STREAMST_HOME/wheels"
+  mkdir -p "$wheels"
+  if ! ls "$wheels"/llama_cpp_python-$LLAMA_VERSION-*.whl >/dev/null 2>&1; then
+    say "building llama-cpp-python $LLAMA_VERSION from source (about 7 minutes on 2 cores)"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" python -m pip wheel -q --no-cache-dir --no-deps \
+      "llama-cpp-python==$LLAMA_VERSION" -w "$wheels"
+  fi
+  python -m pip install -q "$wheels"/llama_cpp_python-$LLAMA_VERSION-*.whl
+fi
+
+say "installing streamst and its dependencies"
+python -m pip install -q -e ".[$EXTRAS]"
+
+say "fetching the default models into $STREAMST_HOME (about 640 MB the first time)"
+streamst models pull default

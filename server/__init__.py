@@ -1,0 +1,1 @@
+"""WebSocket service; installed as streamst.server."""

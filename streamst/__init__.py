@@ -1,0 +1,3 @@
+"""streamst: streaming speech translation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from streamst.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""Speech encoders: audio window → source words with times."""
+
+from streamst.encoders.base import SpeechEncoder
+
+__all__ = ["SpeechEncoder"]

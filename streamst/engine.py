@@ -1,0 +1,109 @@
+"""The engine: loads the shared models once and opens one session per stream.
+
+    engine = Engine()
+    session = engine.session(source="en", target="zh", mode="cascade")
+    events = session.push(pcm)   # (n_samples,) float32 at 16 kHz
+    events += session.finish()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamst import registry
+from streamst.clock import Clock
+from streamst.encoders.base import SpeechEncoder
+from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
+from streamst.errors import LanguageError, OptionsError
+from streamst.languages import Language, resolve
+from streamst.punctuation import PassThroughPunctuator, Punctuator
+from streamst.sessions.base import Components, SegmentedSession
+from streamst.sessions.cascade import CascadeOptions, CascadeSession
+from streamst.translators.base import Translator
+from streamst.translators.llama_cpp import LlamaCppTranslator, LlamaOptions
+from streamst.vad import SileroVAD
+
+log = logging.getLogger("streamst.engine")
+
+MODES = ("cascade",)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    vad_model: str = "silero-vad"  # registry name of the VAD model
+    encoder_model: str = "whisper-base"  # registry name of the speech encoder
+    translator_model: str = "qwen2.5-coder-0.5b-instruct-q4km"  # registry name of the decoder
+    translator_file: str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # the GGUF inside it
+    n_threads: int = 2  # threads per model call
+    whisper: WhisperOptions = field(default_factory=WhisperOptions)
+    llama: LlamaOptions = field(default_factory=LlamaOptions)
+
+
+class Engine:
+    """Shared models, loaded lazily on first use (or all at once with `load()`); thread-safe."""
+
+    def __init__(self, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._components: Components | None = None
+
+    def load(self) -> Components:
+        with self._lock:
+            if self._components is None:
+                self._components = Components(
+                    vad=self._load_vad(),
+                    encoder=self._load_encoder(),
+                    punctuator=PassThroughPunctuator(),
+                    translator=self._load_translator(),
+                )
+            return self._components
+
+    @property
+    def loaded(self) -> bool:
+        return self._components is not None
+
+    def session(
+        self,
+        source: str,
+        target: str,
+        mode: str = "cascade",
+        clock: Clock | None = None,
+        options: CascadeOptions | None = None,
+    ) -> SegmentedSession:
+        """A new stream from `source` speech to `target` text (language codes or names)."""
+        source_language, target_language = self.check_pair(source, target)
+        if mode not in MODES:
+            raise OptionsError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+        components = self.load()
+        if not components.encoder.supports(source_language.whisper_code or ""):
+            raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
+        return CascadeSession(components, source_language, target_language, options or CascadeOptions(), clock)
+
+    @staticmethod
+    def check_pair(source: str, target: str) -> tuple[Language, Language]:
+        """Resolves both languages; the source must be one a speech encoder can hear."""
+        source_language, target_language = resolve(source), resolve(target)
+        if source_language.whisper_code is None:
+            raise LanguageError(
+                f"{source_language.name} ({source}) cannot be recognised from speech by the available encoders; "
+                "choose a source language Whisper supports, such as en, zh, de, fr, es, ja"
+            )
+        if source_language == target_language:
+            raise LanguageError(f"source and target are both {source_language.name}; choose a different target")
+        return source_language, target_language
+
+    def _load_vad(self) -> SileroVAD:
+        return SileroVAD(registry.model_file(self.config.vad_model, "silero_vad.onnx"))
+
+    def _load_encoder(self) -> SpeechEncoder:
+        path: Path = registry.model_path(self.config.encoder_model)
+        log.info("loading speech encoder %s from %s", self.config.encoder_model, path)
+        return WhisperEncoder(path, self.config.whisper)
+
+    def _load_translator(self) -> Translator:
+        path = registry.model_file(self.config.translator_model, self.config.translator_file)
+        log.info("loading translator %s from %s", self.config.translator_model, path)
+        return LlamaCppTranslator(path, self.config.llama)

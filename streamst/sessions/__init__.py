@@ -1,0 +1,1 @@
+"""Per-stream sessions: audio in, segment events out."""

@@ -1,0 +1,29 @@
+"""The translator interface every MT backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from streamst.languages import Language
+from streamst.types import Translation
+
+
+class Translator(ABC):
+    """Translates text, or continues a translation whose start is already committed.
+
+    Shared by all sessions; implementations serialise access to their model themselves."""
+
+    name: str = "translator"
+
+    @abstractmethod
+    def translate(
+        self,
+        source_text: str,
+        source: Language,
+        target: Language,
+        committed: str = "",
+        max_new_tokens: int | None = None,
+    ) -> Translation:
+        """Greedy translation of `source_text`, continuing after `committed` (target text already
+        shown to the listener, never re-translated). `Translation.text` excludes `committed`.
+        `max_new_tokens=None` lets the backend choose a cap from the source length."""

@@ -1,0 +1,167 @@
+"""Qwen (or any ChatML decoder) in GGUF through llama-cpp-python: greedy, with token log-probs.
+
+One model is loaded once and shared; requests are serialised by a lock. The KV cache is reused
+across requests: only the part of a prompt after the longest prefix it shares with the previous
+request is evaluated (reported as `n_prefill_tokens`)."""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamst.errors import ModelError, OptionsError
+from streamst.languages import Language
+from streamst.translators.base import Translator
+from streamst.translators.prompt import PromptStyle, chat_prompt
+from streamst.types import TokenStep, Translation
+
+log = logging.getLogger("streamst.translators.llama_cpp")
+
+LOOP_MIN_REPEATS = 3  # an n-gram of tokens repeated back to back this often ends decoding ...
+LOOP_MIN_SPAN_TOKENS = 12  # ... once the repeats cover this many tokens (digits are single tokens)
+LOOP_MAX_NGRAM = 8
+
+
+@dataclass(frozen=True)
+class LlamaOptions:
+    n_ctx: int = 2048  # context window in tokens (prompt + translation)
+    n_threads: int = 2  # decode threads
+    n_batch: int = 256  # prompt tokens evaluated per batch
+    min_new_tokens_cap: int = 32  # the cap on new tokens is at least this ...
+    new_tokens_per_source_token: float = 2.5  # ... or this many per source token
+    style: PromptStyle = field(default_factory=PromptStyle)
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 256:
+            raise OptionsError(f"n_ctx must be at least 256 tokens, got {self.n_ctx}")
+        if self.n_threads < 1:
+            raise OptionsError(f"n_threads must be at least 1, got {self.n_threads}")
+
+
+class LlamaCppTranslator(Translator):
+    name = "llama.cpp"
+
+    def __init__(self, model_path: Path, options: LlamaOptions = LlamaOptions()) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise ModelError(
+                "the Qwen translator needs llama-cpp-python: pip install llama-cpp-python==0.3.36"
+            ) from e
+        self.options = options
+        try:
+            self._llm = Llama(
+                model_path=str(model_path),
+                n_ctx=options.n_ctx,
+                n_threads=options.n_threads,
+                n_threads_batch=options.n_threads,
+                n_batch=options.n_batch,
+                logits_all=False,
+                seed=0,
+                verbose=False,
+            )
+        except Exception as e:
+            raise ModelError(
+                f"cannot load the translator model {model_path}: {e}; "
+                "run: streamst models pull qwen2.5-coder-0.5b-instruct-q4km"
+            ) from e
+        self._n_vocab = self._llm.n_vocab()
+        self._stop_ids = frozenset(
+            {self._llm.token_eos(), *self._llm.tokenize(b"<|im_end|>", add_bos=False, special=True)}
+        )
+        self._lock = threading.Lock()
+
+    def translate(
+        self,
+        source_text: str,
+        source: Language,
+        target: Language,
+        committed: str = "",
+        max_new_tokens: int | None = None,
+    ) -> Translation:
+        prompt = chat_prompt(source_text, source, target, committed, self.options.style)
+        with self._lock:
+            tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            if max_new_tokens is None:
+                n_source = len(self._llm.tokenize(source_text.encode("utf-8"), add_bos=False, special=False))
+                max_new_tokens = max(
+                    self.options.min_new_tokens_cap, int(n_source * self.options.new_tokens_per_source_token)
+                )
+            if len(tokens) + max_new_tokens > self.options.n_ctx:
+                raise OptionsError(
+                    f"prompt of {len(tokens)} tokens plus {max_new_tokens} new tokens exceeds the context of "
+                    f"{self.options.n_ctx}; shorten the segment (max_segment_ms) or raise n_ctx"
+                )
+            n_prefill = self._prefill(tokens)
+            steps, finished = self._decode(max_new_tokens)
+        return Translation(
+            text="".join(s.text for s in steps),
+            tokens=tuple(steps),
+            n_prompt_tokens=len(tokens),
+            n_prefill_tokens=n_prefill,
+            finished=finished,
+        )
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Evaluates the prompt after its longest prefix already in the KV cache; returns how many
+        tokens were evaluated. At least the last token is evaluated, for its logits."""
+        cached = self._llm.input_ids[: self._llm.n_tokens]
+        n_common = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            n_common += 1
+        n_common = min(n_common, len(tokens) - 1)
+        self._llm.n_tokens = n_common
+        self._llm.eval(tokens[n_common:])
+        return len(tokens) - n_common
+
+    def _decode(self, max_new_tokens: int) -> tuple[list[TokenStep], bool]:
+        """Greedy decoding; each step's text holds back bytes of a character split across tokens."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        steps: list[TokenStep] = []
+        ids: list[int] = []
+        for _ in range(max_new_tokens):
+            logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+            token_id = int(np.argmax(logits))
+            if token_id in self._stop_ids:
+                return _flush(steps, decoder), True
+            logprob = float(logits[token_id] - _logsumexp(logits))
+            text = decoder.decode(self._llm.detokenize([token_id], special=False))
+            steps.append(TokenStep(token_id, text, logprob))
+            ids.append(token_id)
+            if _looping(ids):
+                log.info("translation fell into a loop after %d tokens; cut", len(ids))
+                return _flush(steps, decoder), False
+            self._llm.eval([token_id])
+        return _flush(steps, decoder), False
+
+
+def _flush(steps: list[TokenStep], decoder: codecs.IncrementalDecoder) -> list[TokenStep]:
+    rest = decoder.decode(b"", final=True)
+    if rest and steps:
+        last = steps[-1]
+        steps[-1] = TokenStep(last.token_id, last.text + rest, last.logprob)
+    return steps
+
+
+def _logsumexp(logits: np.ndarray) -> float:
+    peak = float(logits.max())
+    return peak + float(np.log(np.exp(logits - peak).sum()))
+
+
+def _looping(ids: list[int]) -> bool:
+    for n in range(1, LOOP_MAX_NGRAM + 1):
+        repeats = max(LOOP_MIN_REPEATS, -(-LOOP_MIN_SPAN_TOKENS // n))
+        span = n * repeats
+        if len(ids) < span:
+            continue
+        tail = ids[-span:]
+        if all(tail[k * n : (k + 1) * n] == tail[:n] for k in range(1, repeats)):
+            return True
+    return False
