@@ -23,7 +23,10 @@ class Translator(ABC):
         target: Language,
         committed: str = "",
         max_new_tokens: int | None = None,
+        stream_key: object | None = None,
     ) -> Translation:
         """Greedy translation of `source_text`, continuing after `committed` (target text already
         shown to the listener, never re-translated). `Translation.text` excludes `committed`.
-        `max_new_tokens=None` lets the backend choose a cap from the source length."""
+        `max_new_tokens=None` lets the backend choose a cap from the source length.
+        `stream_key` names the stream asking: a backend may reuse work from that stream's previous
+        request (its source usually just grew); requests without a key never depend on others."""

@@ -1,8 +1,11 @@
 """Qwen (or any ChatML decoder) in GGUF through llama-cpp-python: greedy, with token log-probs.
 
-One model is loaded once and shared; requests are serialised by a lock. The KV cache is reused
-across requests: only the part of a prompt after the longest prefix it shares with the previous
-request is evaluated (reported as `n_prefill_tokens`)."""
+One model is loaded once and shared; requests are serialised by a lock. Prefill is canonical so
+that a request's output never depends on what other requests left in the KV cache: the prompt
+head (fixed per language pair) is always evaluated as its own batch and kept across requests;
+the rest is evaluated after it. A request that continues the previous request of the same
+stream (same `stream_key`) also reuses the source tokens they share, so a growing source costs
+only its new tokens (reported as `n_prefill_tokens`)."""
 
 from __future__ import annotations
 
@@ -75,6 +78,7 @@ class LlamaCppTranslator(Translator):
             {self._llm.token_eos(), *self._llm.tokenize(b"<|im_end|>", add_bos=False, special=True)}
         )
         self._lock = threading.Lock()
+        self._last_stream_key: object | None = None
 
     def translate(
         self,
@@ -83,21 +87,25 @@ class LlamaCppTranslator(Translator):
         target: Language,
         committed: str = "",
         max_new_tokens: int | None = None,
+        stream_key: object | None = None,
     ) -> Translation:
-        prompt = chat_prompt(source_text, source, target, committed, self.options.style)
+        parts = chat_prompt(source_text, source, target, committed, self.options.style)
         with self._lock:
-            tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            head = self._tokenize(parts.head, special=True)
+            source_tokens = self._tokenize(parts.source, special=False)
+            tokens = head + source_tokens + self._tokenize(parts.tail, special=True)
             if max_new_tokens is None:
-                n_source = len(self._llm.tokenize(source_text.encode("utf-8"), add_bos=False, special=False))
                 max_new_tokens = max(
-                    self.options.min_new_tokens_cap, int(n_source * self.options.new_tokens_per_source_token)
+                    self.options.min_new_tokens_cap, int(len(source_tokens) * self.options.new_tokens_per_source_token)
                 )
             if len(tokens) + max_new_tokens > self.options.n_ctx:
                 raise OptionsError(
                     f"prompt of {len(tokens)} tokens plus {max_new_tokens} new tokens exceeds the context of "
                     f"{self.options.n_ctx}; shorten the segment (max_segment_ms) or raise n_ctx"
                 )
-            n_prefill = self._prefill(tokens)
+            reuse_source = stream_key is not None and stream_key == self._last_stream_key
+            n_prefill = self._prefill(tokens, len(head), reuse_source)
+            self._last_stream_key = stream_key
             steps, finished = self._decode(max_new_tokens)
         return Translation(
             text="".join(s.text for s in steps),
@@ -107,19 +115,28 @@ class LlamaCppTranslator(Translator):
             finished=finished,
         )
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Evaluates the prompt after its longest prefix already in the KV cache; returns how many
-        tokens were evaluated. At least the last token is evaluated, for its logits."""
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special) if text else []
+
+    def _prefill(self, tokens: list[int], n_head: int, reuse_source: bool) -> int:
+        """Evaluates what the KV cache does not already hold; returns how many tokens that was.
+        At least the last token is evaluated, for its logits."""
         cached = self._llm.input_ids[: self._llm.n_tokens]
         n_common = 0
         for a, b in zip(cached, tokens):
             if a != b:
                 break
             n_common += 1
-        n_common = min(n_common, len(tokens) - 1)
-        self._llm.n_tokens = n_common
-        self._llm.eval(tokens[n_common:])
-        return len(tokens) - n_common
+        if n_common < n_head:
+            self._llm.n_tokens = 0
+            self._llm.eval(tokens[:n_head])
+            n_keep = n_head
+        else:
+            n_keep = n_common if reuse_source else n_head
+        n_keep = min(n_keep, len(tokens) - 1)
+        self._llm.n_tokens = n_keep
+        self._llm.eval(tokens[n_keep:])
+        return len(tokens) - n_keep + (n_head if n_common < n_head else 0)
 
     def _decode(self, max_new_tokens: int) -> tuple[list[TokenStep], bool]:
         """Greedy decoding; each step's text holds back bytes of a character split across tokens."""
