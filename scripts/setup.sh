@@ -43,6 +43,9 @@ fi
 
 say "installing streamst and its dependencies"
 python -m pip install -q -e ".[$EXTRAS]"
+case ",$EXTRAS," in
+  *,bench,*) python -m pip install -q --no-deps "simuleval==1.1.4" ;;
+esac
 
 say "fetching the default models into $STREAMST_HOME (about 640 MB the first time)"
 streamst models pull default

@@ -19,16 +19,17 @@ from streamst.encoders.base import SpeechEncoder
 from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
 from streamst.errors import LanguageError, OptionsError
 from streamst.languages import Language, resolve
+from streamst.options import MODES
 from streamst.punctuation import PassThroughPunctuator, Punctuator
 from streamst.sessions.base import Components, SegmentedSession
 from streamst.sessions.cascade import CascadeOptions, CascadeSession
+from streamst.sessions.direct import DirectOptions, DirectSession
 from streamst.translators.base import Translator
 from streamst.translators.llama_cpp import LlamaCppTranslator, LlamaOptions
 from streamst.vad import SileroVAD
 
 log = logging.getLogger("streamst.engine")
 
-MODES = ("cascade",)
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,22 @@ class Engine:
         target: str,
         mode: str = "cascade",
         clock: Clock | None = None,
-        options: CascadeOptions | None = None,
+        options: CascadeOptions | DirectOptions | None = None,
     ) -> SegmentedSession:
-        """A new stream from `source` speech to `target` text (language codes or names)."""
+        """A new stream from `source` speech to `target` text (language codes or names).
+        `options` must match the mode (DirectOptions for "direct", CascadeOptions for "cascade")."""
         source_language, target_language = self.check_pair(source, target)
         if mode not in MODES:
             raise OptionsError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
         components = self.load()
         if not components.encoder.supports(source_language.whisper_code or ""):
             raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
+        if mode == "direct":
+            if options is not None and not isinstance(options, DirectOptions):
+                raise OptionsError(f"mode 'direct' takes DirectOptions, got {type(options).__name__}")
+            return DirectSession(components, source_language, target_language, options or DirectOptions(), clock)
+        if options is not None and not isinstance(options, CascadeOptions):
+            raise OptionsError(f"mode 'cascade' takes CascadeOptions, got {type(options).__name__}")
         return CascadeSession(components, source_language, target_language, options or CascadeOptions(), clock)
 
     @staticmethod

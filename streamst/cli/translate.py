@@ -14,9 +14,12 @@ import numpy as np
 
 from streamst.audio import decode_audio
 from streamst.clock import WallClock
-from streamst.engine import MODES, Engine, EngineConfig
-from streamst.errors import AudioError
+from streamst.engine import Engine, EngineConfig
+from streamst.errors import AudioError, OptionsError
+from streamst.options import MODES, session_options
+from streamst.policies import POLICIES
 from streamst.sessions.cascade import CascadeOptions
+from streamst.sessions.direct import DirectOptions
 from streamst.subtitles import VTT_HEADER, srt_cue, vtt_cue
 from streamst.types import SAMPLE_RATE_HZ, Event, FinalEvent, ms_to_samples
 from streamst.vad import VADOptions
@@ -32,11 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", "-s", required=True, help="spoken language, e.g. en, de, zh")
     p.add_argument("--target", "-t", required=True, help="translation language, e.g. zh, en, ja")
     p.add_argument("--mode", default="cascade", choices=MODES, help="translation path (default: cascade)")
+    p.add_argument("--policy", choices=tuple(POLICIES), help="direct mode: when to commit (default: wait-k)")
+    p.add_argument("--k", type=int, help="wait-k: target words trail the stable source by k words")
+    p.add_argument("--n", type=int, help="la: commit what the last n translations agree on")
+    p.add_argument("--tau", type=float, help="confidence: commit tokens with probability >= tau")
     p.add_argument("--realtime", action="store_true", help="pace the file at 1x speed, as a live speaker")
     p.add_argument("--format", "-f", default="text", choices=FORMATS, help="output format (default: text)")
     p.add_argument("--output", "-o", help="write output to this file instead of stdout")
     p.add_argument("--chunk-ms", type=int, default=100, help="audio fed per push, in ms (default: 100)")
-    p.add_argument("--step-ms", type=int, default=CascadeOptions.step_ms, help="re-transcribe every N ms")
+    p.add_argument("--step-ms", type=int, help=f"re-transcribe every N ms (default: {CascadeOptions.step_ms})")
     p.add_argument("--min-silence-ms", type=int, default=VADOptions.min_silence_ms, help="silence ending a segment")
     p.add_argument("--max-segment-ms", type=int, default=VADOptions.max_segment_ms, help="longest segment")
     p.add_argument("--vad-threshold", type=float, default=VADOptions.threshold, help="speech probability")
@@ -46,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     Engine.check_pair(args.source, args.target)
-    options = CascadeOptions(
+    options = session_options(
+        args.mode,
+        policy=args.policy,
+        knob=_knob(args),
         step_ms=args.step_ms,
         vad=VADOptions(
             threshold=args.vad_threshold,
@@ -54,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             min_silence_ms=args.min_silence_ms,
             max_segment_ms=args.max_segment_ms,
         ),
+        realtime=args.realtime,
     )
     if args.chunk_ms < 10:
         raise AudioError(f"--chunk-ms must be at least 10, got {args.chunk_ms}")
@@ -80,8 +91,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _knob(args: argparse.Namespace) -> float | None:
+    """The knob of the chosen policy; a knob of another policy is a mistake worth naming."""
+    given = {name: getattr(args, name) for name in ("k", "n", "tau") if getattr(args, name) is not None}
+    if not given:
+        return None
+    if args.mode != "direct":
+        raise OptionsError(f"--{next(iter(given))} applies to --mode direct only")
+    policy = args.policy or DirectOptions.policy
+    wanted = POLICIES[policy][0]
+    wrong = [name for name in given if name != wanted]
+    if wrong:
+        raise OptionsError(f"--{wrong[0]} does not apply to policy {policy}; its knob is --{wanted}")
+    return given[wanted]
+
+
 def stream_file(
-    engine: Engine, audio: np.ndarray, args: argparse.Namespace, options: CascadeOptions, printer: EventPrinter
+    engine: Engine,
+    audio: np.ndarray,
+    args: argparse.Namespace,
+    options: CascadeOptions | DirectOptions,
+    printer: EventPrinter,
 ) -> int:
     """Feeds the audio in chunks (paced at 1x with --realtime); returns the number of spoken finals."""
     clock = WallClock()
@@ -124,7 +154,12 @@ class EventPrinter:
     def _text(self, event: Event) -> None:
         if not isinstance(event, FinalEvent):
             if self._status_live:
-                self.status.write(f"\r\x1b[2K\x1b[2m… {event.source_text[-120:]}\x1b[0m")
+                line = (
+                    f"{event.committed_text}\x1b[2m{event.tentative_text}\x1b[0m"
+                    if event.committed_text or event.tentative_text
+                    else f"\x1b[2m… {event.source_text}\x1b[0m"
+                )
+                self.status.write(f"\r\x1b[2K{line[-160:]}")
                 self.status.flush()
                 self._partial_shown = True
             return

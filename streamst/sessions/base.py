@@ -52,6 +52,7 @@ class SegmentedSession(ABC):
         self._buffer = AudioBuffer()
         self._pending = np.zeros(0, dtype=np.float32)
         self._heard_samples = 0
+        self._frames_left = 0  # frames of the current push still to be consumed
         self._finished = False
         self._next_segment_id = 0
 
@@ -59,6 +60,11 @@ class SegmentedSession(ABC):
     def heard_ms(self) -> int:
         """Source audio consumed so far, in whole VAD frames."""
         return self._heard_samples * FRAME_MS // FRAME_SAMPLES
+
+    @property
+    def frames_left_ms(self) -> int:
+        """Audio already pushed but not yet consumed: a step due now is stale if this is long."""
+        return self._frames_left * FRAME_MS
 
     @property
     def segment_open(self) -> bool:
@@ -74,7 +80,9 @@ class SegmentedSession(ABC):
         events: list[Event] = []
         n_frames = len(self._pending) // FRAME_SAMPLES
         for i in range(n_frames):
+            self._frames_left = n_frames - i - 1
             events.extend(self._consume_frame(self._pending[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]))
+        self._frames_left = 0
         self._pending = self._pending[n_frames * FRAME_SAMPLES :]
         return events
 

@@ -30,6 +30,7 @@ class CascadeOptions:
     early_sentences: bool = True  # translate agreed complete sentences before the segment ends
     partials: bool = True  # emit tentative source text while a segment is open
     context_prompt: bool = True  # give the recogniser the last committed source text
+    skip_stale_steps: bool = False  # when audio arrives faster than steps run, do only the latest
     vad: VADOptions = field(default_factory=VADOptions)
 
     def __post_init__(self) -> None:
@@ -56,6 +57,7 @@ class CascadeSession(SegmentedSession):
         self._previous: list[Sentence] = []
         self._committed_source = ""
         self._partial_shown = False
+        self.n_skipped_steps = 0
 
     # hooks ------------------------------------------------------------------------------------
 
@@ -70,6 +72,9 @@ class CascadeSession(SegmentedSession):
             return []
         self._last_step_ms = self.heard_ms
         if not (self.options.partials or self.options.early_sentences):
+            return []
+        if self.options.skip_stale_steps and self.frames_left_ms >= self.options.step_ms:
+            self.n_skipped_steps += 1
             return []
         return self._step()
 

@@ -1,0 +1,222 @@
+"""Simultaneous policies: given the source so far and the decoder's proposal, READ or WRITE.
+
+A policy is pure: `decide(state)` looks only at the explicit `PolicyState` and returns `Read()` or
+`Write(text)`, where `text` is a prefix of the proposal's continuation. The session asks the
+policy what proposal it needs (`request`) before calling the translator, so the decoder never
+produces more than the policy can use. Committed target text is never retracted; every policy
+commits whole target units (words, or characters for zh/ja/ko/yue) and, while the segment is
+still open, never a sentence-final mark the source has not said yet. At segment end every policy
+flushes: it commits the whole translation."""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+from streamst.errors import OptionsError
+from streamst.types import TokenStep
+
+SENTENCE_FINAL = ".!?。！？…"
+_WORD = re.compile(r"\s*\S+")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The decoder's continuation after the committed target."""
+
+    tokens: tuple[TokenStep, ...]
+    finished: bool  # the decoder ended the translation (not cut by a token cap)
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens)
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    """What the session should ask the translator for."""
+
+    source: Literal["stable", "all"]  # translate the stable source only, or stable + tentative
+    max_new_tokens: int | None  # None: let the translator choose from the source length
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    n_stable_words: int  # committed source words in this segment
+    stable_source: str  # their text
+    tentative_source: str  # the latest hypothesis after them
+    committed_target: str  # target text already committed in this segment
+    proposal: Proposal  # the decoder's continuation after `committed_target`
+    history: tuple[str, ...]  # earlier full targets (committed + proposal), oldest first
+    segment_finished: bool  # the speaker finished the segment: flush
+    target_unit: Literal["word", "char"]
+
+
+@dataclass(frozen=True)
+class Read:
+    """Wait for more source."""
+
+
+@dataclass(frozen=True)
+class Write:
+    text: str  # appended to the committed target
+
+
+Action = Read | Write
+
+
+class Policy(ABC):
+    name: str
+
+    @abstractmethod
+    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
+        """The proposal this policy needs at this step."""
+
+    @abstractmethod
+    def choose(self, state: PolicyState) -> int:
+        """How many units of the proposal to commit while the segment is open (0 = READ)."""
+
+    def decide(self, state: PolicyState) -> Action:
+        if state.segment_finished:
+            return Write(state.proposal.text) if state.proposal.text else Read()
+        n_units = self.choose(state)
+        text = _guard(prefix_units(state.proposal.text, n_units, state.target_unit), state)
+        return Write(text) if text.strip() else Read()
+
+
+@dataclass(frozen=True)
+class WaitK(Policy):
+    """wait-k (Ma et al. 2019) on stable source words: the target trails the source by k words.
+
+    With n stable words and a proposal that translates them, the first (n - k)/n of the full
+    target (committed + proposal) may be committed; the rest waits for more source."""
+
+    k: int = 3
+    name = "wait-k"
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise OptionsError(f"wait-k needs k >= 0, got {self.k}")
+
+    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
+        return ProposalRequest("stable", None)
+
+    def choose(self, state: PolicyState) -> int:
+        n = state.n_stable_words
+        if n <= self.k:
+            return 0
+        full_units = count_units(state.committed_target + state.proposal.text, state.target_unit)
+        allowed = math.floor(full_units * (n - self.k) / n)
+        return max(0, allowed - count_units(state.committed_target, state.target_unit))
+
+
+@dataclass(frozen=True)
+class TargetAgreement(Policy):
+    """LocalAgreement on the target (Polák et al. 2022): translate the whole source so far at
+    every step and commit the prefix that the last n full targets agree on."""
+
+    n: int = 2
+    name = "la"
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise OptionsError(f"target agreement needs n >= 2, got {self.n}")
+
+    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
+        return ProposalRequest("all", None)
+
+    def choose(self, state: PolicyState) -> int:
+        if len(state.history) < self.n - 1:
+            return 0
+        targets = [*state.history[-(self.n - 1) :], state.committed_target + state.proposal.text]
+        unit_lists = [split_units(t, state.target_unit) for t in targets]
+        agreed = 0
+        for column in zip(*unit_lists):
+            if len({u.strip() for u in column}) != 1:
+                break
+            agreed += 1
+        return max(0, agreed - count_units(state.committed_target, state.target_unit))
+
+
+@dataclass(frozen=True)
+class Confidence(Policy):
+    """Commit proposal tokens of the stable source while each one's probability stays >= tau."""
+
+    tau: float = 0.6
+    lookahead_tokens: int = 24  # the most tokens decoded per step
+    name = "confidence"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tau < 1.0:
+            raise OptionsError(f"confidence needs 0 < tau < 1, got {self.tau}")
+
+    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
+        return ProposalRequest("stable", self.lookahead_tokens)
+
+    def choose(self, state: PolicyState) -> int:
+        floor = math.log(self.tau)
+        confident = ""
+        for token in state.proposal.tokens:
+            if token.logprob < floor:
+                break
+            confident += token.text
+        # A unit counts only if the confident run reaches its end.
+        units = split_units(state.proposal.text, state.target_unit)
+        n, length = 0, 0
+        for unit in units:
+            length += len(unit)
+            if length > len(confident):
+                break
+            n += 1
+        if n == len(units) and not state.proposal.finished:
+            n -= 1  # the last unit may continue in the next token
+        return max(0, n)
+
+
+POLICIES = {"wait-k": ("k", int, WaitK), "la": ("n", int, TargetAgreement), "confidence": ("tau", float, Confidence)}
+
+
+def make_policy(name: str, knob: float | None = None) -> Policy:
+    """`make_policy("wait-k", 3)`; the knob is k, n or tau; None takes the policy's default."""
+    if name not in POLICIES:
+        raise OptionsError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+    field_name, kind, cls = POLICIES[name]
+    return cls() if knob is None else cls(**{field_name: kind(knob)})
+
+
+# units -------------------------------------------------------------------------------------------
+
+
+def split_units(text: str, unit: Literal["word", "char"]) -> list[str]:
+    """Pieces that concatenate back to `text`: words with their leading space, or characters
+    (a space stays attached to the character after it)."""
+    if unit == "word":
+        pieces = _WORD.findall(text)
+    else:
+        pieces = re.findall(r"\s*\S", text)
+    consumed = sum(len(p) for p in pieces)
+    if pieces and consumed < len(text):
+        pieces[-1] += text[consumed:]
+    return pieces
+
+
+def count_units(text: str, unit: Literal["word", "char"]) -> int:
+    return len(split_units(text, unit))
+
+
+def prefix_units(text: str, n_units: int, unit: Literal["word", "char"]) -> str:
+    return "".join(split_units(text, unit)[: max(0, n_units)])
+
+
+def _guard(text: str, state: PolicyState) -> str:
+    """While the segment is open, do not end a sentence the source has not ended."""
+    source_ended = state.stable_source.rstrip().endswith(tuple(SENTENCE_FINAL))
+    if source_ended:
+        return text
+    stripped = text.rstrip()
+    while stripped and stripped[-1] in SENTENCE_FINAL:
+        stripped = stripped[:-1].rstrip()
+    return stripped if stripped != text.rstrip() else text

@@ -1,0 +1,184 @@
+"""Policies and source agreement on hand-made states (pure: no models)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamst.agreement import LocalAgreement
+from streamst.errors import OptionsError
+from streamst.policies import (
+    Confidence,
+    PolicyState,
+    Proposal,
+    Read,
+    TargetAgreement,
+    WaitK,
+    Write,
+    make_policy,
+    split_units,
+)
+from streamst.types import TokenStep, Word
+
+
+def proposal(*pieces: str, logprob: float = -0.01, finished: bool = False) -> Proposal:
+    return Proposal(tuple(TokenStep(i, p, logprob) for i, p in enumerate(pieces)), finished)
+
+
+def state(proposal_: Proposal, n_stable: int = 6, committed: str = "", history=(), finished=False,
+          unit="word", stable="one two three four five six") -> PolicyState:
+    return PolicyState(n_stable, stable, "seven", committed, proposal_, tuple(history), finished, unit)
+
+
+# wait-k ------------------------------------------------------------------------------------------
+
+def test_wait_k_reads_until_k_words_are_stable():
+    p = proposal("Eins", " zwei", " drei")
+    assert WaitK(k=3).decide(state(p, n_stable=3)) == Read()
+    assert WaitK(k=3).decide(state(p, n_stable=2)) == Read()
+
+
+def test_wait_k_commits_the_share_of_the_target_the_source_allows():
+    p = proposal("Eins", " zwei", " drei", " vier", " fünf", " sechs")
+    # 6 stable words, k=2: (6-2)/6 of 6 target words = 4 words.
+    assert WaitK(k=2).decide(state(p, n_stable=6)) == Write("Eins zwei drei vier")
+    # Two already committed: only the next two.
+    p2 = proposal(" drei", " vier", " fünf", " sechs")
+    assert WaitK(k=2).decide(state(p2, n_stable=6, committed="Eins zwei")) == Write(" drei vier")
+
+
+def test_wait_k_in_characters_for_chinese():
+    p = proposal("我们", "今天", "讨论", "天气")
+    # 8 characters, 4 stable words, k=2 → floor(8 * 2/4) = 4 characters.
+    assert WaitK(k=2).decide(state(p, n_stable=4, unit="char")) == Write("我们今天")
+
+
+def test_no_sentence_end_before_the_source_ends_one():
+    p = proposal("Eins", " zwei", ".")
+    s = state(p, n_stable=10)
+    assert WaitK(k=0).decide(s) == Write("Eins zwei")
+    ended = state(p, n_stable=10, stable="one two.")
+    assert WaitK(k=0).decide(ended) == Write("Eins zwei.")
+
+
+def test_every_policy_flushes_at_segment_end():
+    p = proposal(" der", " Rest", ".", finished=True)
+    for policy in (WaitK(5), TargetAgreement(3), Confidence(0.99)):
+        assert policy.decide(state(p, n_stable=1, finished=True)) == Write(" der Rest.")
+
+
+# target agreement --------------------------------------------------------------------------------
+
+def test_target_agreement_commits_the_agreed_prefix():
+    p = proposal("Das", " Haus", " ist", " rot")
+    assert TargetAgreement(2).decide(state(p)) == Read()  # nothing to agree with yet
+    s = state(p, history=["Das Haus war blau"])
+    assert TargetAgreement(2).decide(s) == Write("Das Haus")
+    s3 = state(p, history=["Das Haus ist grün", "Das Auto ist rot"])
+    assert TargetAgreement(3).decide(s3) == Write("Das")
+
+
+def test_target_agreement_skips_what_is_committed():
+    p = proposal(" Haus", " ist", " rot")
+    s = state(p, committed="Das", history=["Das Haus ist blau"])
+    assert TargetAgreement(2).decide(s) == Write(" Haus ist")
+
+
+# confidence --------------------------------------------------------------------------------------
+
+def test_confidence_stops_at_the_first_unsure_token():
+    tokens = (TokenStep(1, "Das", -0.01), TokenStep(2, " Haus", -0.1), TokenStep(3, " ist", -3.0),
+              TokenStep(4, " rot", -0.01))
+    p = Proposal(tokens, False)
+    assert Confidence(tau=0.5).decide(state(p)) == Write("Das Haus")
+    assert Confidence(tau=0.95).decide(state(p)) == Write("Das")
+    assert Confidence(tau=0.999).decide(state(p)) == Read()
+
+
+def test_confidence_waits_for_a_word_split_across_tokens():
+    tokens = (TokenStep(1, "Das", -0.01), TokenStep(2, " Ha", -0.01), TokenStep(3, "us", -5.0))
+    assert Confidence(tau=0.5).decide(state(Proposal(tokens, False))) == Write("Das")
+
+
+# options -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, knob", [("wait-k", -1), ("la", 1), ("confidence", 1.5), ("nope", None)])
+def test_bad_policy_options_are_refused(name, knob):
+    with pytest.raises(OptionsError):
+        make_policy(name, knob)
+
+
+def test_make_policy_reads_the_knob():
+    assert make_policy("wait-k", 4) == WaitK(4)
+    assert make_policy("la", 3) == TargetAgreement(3)
+    assert make_policy("confidence", 0.7) == Confidence(0.7)
+
+
+# properties --------------------------------------------------------------------------------------
+
+target_words = st.lists(st.sampled_from(["Das", "Haus", "ist", "rot", "und", "groß", ".", ","]), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.tuples(target_words, st.integers(0, 12), st.floats(-4, 0)), min_size=1, max_size=8),
+    policy=st.sampled_from([WaitK(1), WaitK(3), TargetAgreement(2), TargetAgreement(3), Confidence(0.5)]),
+)
+def test_committed_text_only_grows_and_is_a_prefix_of_a_proposal(steps, policy):
+    committed, history = "", []
+    for words, n_stable, logprob in steps:
+        pieces = [(" " if committed or i else "") + w for i, w in enumerate(words)]
+        p = Proposal(tuple(TokenStep(i, t, logprob) for i, t in enumerate(pieces)), False)
+        action = policy.decide(state(p, n_stable=n_stable, committed=committed, history=history))
+        history.append(committed + p.text)
+        before = committed
+        if isinstance(action, Write):
+            assert p.text.startswith(action.text)
+            assert action.text.strip()
+            committed += action.text
+        assert committed.startswith(before)
+        assert history[-1].startswith(committed)
+
+
+@given(st.text(alphabet="ab 中文。. ", max_size=30), st.sampled_from(["word", "char"]))
+def test_units_concatenate_back(text, unit):
+    assert "".join(split_units(text, unit)) == (text if text.strip() else "")
+
+
+# source agreement --------------------------------------------------------------------------------
+
+def w(text: str, start_ms: int) -> Word:
+    return Word(text, start_ms, start_ms + 200)
+
+
+def test_local_agreement_commits_what_two_hypotheses_share():
+    la = LocalAgreement(2)
+    first = la.update([w(" The", 0), w(" cat", 300)])
+    assert first.new == () and [x.text for x in first.tentative] == [" The", " cat"]
+    second = la.update([w(" The", 0), w(" cat", 300), w(" sat", 600)])
+    assert [x.text for x in second.new] == [" The", " cat"]
+    assert [x.text for x in second.tentative] == [" sat"]
+    third = la.update([w(" The", 0), w(" cat", 300), w(" sat.", 600), w(" It", 900)])
+    assert [x.text for x in third.new] == [" sat."]
+    assert [x.text for x in la.committed] == [" The", " cat", " sat."]
+
+
+def test_local_agreement_never_changes_committed_words():
+    la = LocalAgreement(2)
+    la.update([w(" a", 0), w(" b", 300)])
+    la.update([w(" a", 0), w(" b", 300)])
+    before = la.committed
+    state_ = la.update([w(" x", 0), w(" y", 300), w(" c", 600)])
+    assert la.committed[: len(before)] == before
+    assert [x.text for x in state_.tentative] == [" c"]
+
+
+def test_local_agreement_drops_a_repeat_of_the_committed_tail():
+    la = LocalAgreement(1)
+    la.update([w(" hello", 0), w(" world", 300)])
+    # The window still holds the last word, recognised with slightly earlier times.
+    state_ = la.update([w(" world", 280), w(" again", 600)])
+    assert [x.text for x in state_.new] == [" again"]
