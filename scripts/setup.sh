@@ -14,14 +14,17 @@ EXTRAS=${STREAMST_EXTRAS:-test,bench}
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
+# System tools: espeak-ng (demo speech), ffmpeg (audio formats in tests), chromium and a CJK
+# font (the browser test and its screenshots). STREAMST_APT=0 skips this step.
+packages=(espeak-ng ffmpeg chromium fonts-wqy-microhei)
 missing=()
-for tool in espeak-ng ffmpeg; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-if [ ${#missing[@]} -gt 0 ]; then
+for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ ${#missing[@]} -gt 0 ] && [ "${STREAMST_APT:-1}" != 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]} (apt-get)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg >/dev/null
-  else
-    say "please install: ${missing[*]} (e.g. sudo apt-get install espeak-ng ffmpeg)"; exit 1
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif ! command -v espeak-ng >/dev/null; then
+    say "please install: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})"; exit 1
   fi
 fi
 

@@ -1,0 +1,327 @@
+"""The service: one shared engine, one session per connection, HTTP routes, admission, shutdown.
+
+    app = App(Engine(), ServerConfig(port=8765))
+    await app.start()          # listens; loads the models in the background
+    ...
+    await app.shutdown()       # finishes open segments, sends their finals, closes
+
+Routes on the main port: `/` (the page), `/static/*`, `/healthz`, `/readyz`, `/v1/status`,
+`/v1/languages`; WebSockets at `/v1/stream` (native protocol) and `/` or `/funasr` (FunASR protocol).
+On the FunASR port every WebSocket path speaks FunASR, except `/v1/stream`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+import ssl
+import uuid
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+import streamst
+from streamst import wire
+from streamst.engine import Engine
+from streamst.errors import LanguageError, StreamstError
+from streamst.languages import Language, all_languages
+from streamst.options import MODES
+from streamst.server import policies, web
+from streamst.server.config import ServerConfig
+from streamst.server.funasr import SUBPROTOCOL, FunasrConnection
+from streamst.server.limits import Admission
+from streamst.server.native import NativeConnection
+from streamst.server.policies import SessionChoice
+from streamst.server.scheduler import ModelScheduler
+from streamst.wire import ErrorCode, ProtocolError
+
+log = logging.getLogger("streamst.server")
+
+NATIVE = "native"
+FUNASR = "funasr"
+FUNASR_PATHS = ("/", "/funasr")
+SESSION_ID_CHARS = 12
+
+
+class App:
+    def __init__(self, engine: Engine, config: ServerConfig = ServerConfig()) -> None:
+        self.engine = engine
+        self.config = config
+        self.limits = config.limits
+        self.scheduler = ModelScheduler(config.limits.model_concurrency)
+        self.admission = Admission(config.limits.max_sessions, is_gone=_is_closed)
+        self.shutdown_requested = asyncio.Event()
+        self._servers: list[Server] = []
+        self._endpoints: dict[ServerConnection, str] = {}
+        self._load_task: asyncio.Task[Any] | None = None
+
+    # serving --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        tls = self._tls_context()
+        ports = [(self.config.port, "main")]
+        if self.config.funasr_port is not None:
+            ports.append((self.config.funasr_port, FUNASR))
+        for port, kind in ports:
+            server = await serve(
+                self._handle,
+                self.config.host,
+                port,
+                process_request=partial(self._process_request, port_kind=kind),
+                select_subprotocol=_select_subprotocol,
+                compression=None,
+                max_size=self.limits.socket_max_size,
+                max_queue=16,
+                ping_interval=self.limits.ping_interval_s,
+                ping_timeout=self.limits.ping_timeout_s,
+                close_timeout=self.limits.close_timeout_s,
+                server_header=f"streamst/{streamst.__version__}",
+                ssl=tls,
+            )
+            self._servers.append(server)
+            log.info(
+                "listening on %s (%s)", self._url(server, tls), "page, native and FunASR" if kind == "main" else kind
+            )
+        if self.config.preload:
+            self._start_loading()
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound ports: main first, then FunASR's (useful when asked for port 0)."""
+        return [server.sockets[0].getsockname()[1] for server in self._servers]
+
+    async def shutdown(self) -> None:
+        """Stops accepting sessions, lets the open ones finish their segments and send their finals
+        (within `shutdown_grace_s`), then closes."""
+        if self.shutdown_requested.is_set() and not self._servers:
+            return
+        log.info("shutting down: finishing %d open session(s)", self.admission.n_active)
+        self.shutdown_requested.set()
+        for server in self._servers:
+            server.close(close_connections=False)
+        try:
+            async with asyncio.timeout(self.config.shutdown_grace_s):
+                await asyncio.gather(*(server.wait_closed() for server in self._servers))
+        except TimeoutError:
+            log.warning("sessions still open after %.0f s; closing them", self.config.shutdown_grace_s)
+            for server in self._servers:
+                for task in server.handler_tasks:
+                    task.cancel()
+        self._servers.clear()
+        self.scheduler.shutdown()
+        log.info("stopped")
+
+    # models ---------------------------------------------------------------------------------------
+
+    def check_languages(self, source: str, target: str) -> tuple[Language, Language]:
+        try:
+            return Engine.check_pair(source, target)
+        except LanguageError as e:
+            raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
+
+    async def open_session(self, source: str, target: str, choice: SessionChoice):
+        """A new engine session, once the models are loaded (model work runs in the scheduler)."""
+        await self._wait_loaded()
+        try:
+            return await self.scheduler.run(
+                lambda: self.engine.session(source, target, mode=choice.mode, options=choice.options)
+            )
+        except LanguageError as e:
+            raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
+        except StreamstError as e:
+            raise ProtocolError(ErrorCode.ENGINE_ERROR, str(e)) from e
+
+    def _start_loading(self) -> asyncio.Task[Any]:
+        if self._load_task is None or (self._load_task.done() and self._load_task.exception() is not None):
+            self._load_task = asyncio.create_task(asyncio.to_thread(self.engine.load), name="load-models")
+            self._load_task.add_done_callback(_log_load)
+        return self._load_task
+
+    async def _wait_loaded(self) -> None:
+        if self.engine.loaded:
+            return
+        try:
+            await asyncio.shield(self._start_loading())
+        except StreamstError as e:
+            raise ProtocolError(ErrorCode.ENGINE_ERROR, f"the server cannot load its models: {e}") from e
+
+    # HTTP and admission ---------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request, port_kind: str) -> Response | None:
+        url = urlsplit(request.path)
+        if not web.is_websocket_upgrade(request):
+            return self._http_route(url.path)
+        endpoint = _endpoint(url.path, port_kind)
+        if endpoint is None:
+            return web.text_response(404, f"no WebSocket endpoint at {url.path}; use {wire.STREAM_PATH} or /funasr\n")
+        refusal = self._check_access(request, parse_qs(url.query)) or self._admit(connection)
+        if refusal is not None:
+            log.info("refused %s %s: %s", _peer(connection), url.path, refusal.body.decode("utf-8", "replace"))
+            return refusal
+        self._endpoints[connection] = endpoint
+        return None
+
+    def _http_route(self, path: str) -> Response:
+        if path in ("/", "/index.html"):
+            return web.index_page()
+        if path.startswith("/static/"):
+            return web.static_file(path.removeprefix("/static/"))
+        if path == "/healthz":
+            return web.text_response(200, "ok\n")
+        if path == "/readyz":
+            return self._readiness()
+        if path == "/v1/status":
+            return web.json_response(200, self.status())
+        if path == "/v1/languages":
+            return web.json_response(200, _languages())
+        if path == wire.STREAM_PATH:
+            return web.text_response(
+                426, f"{wire.STREAM_PATH} is a WebSocket endpoint; connect with a WebSocket client\n"
+            )
+        return web.text_response(404, f"not found: {path}\n")
+
+    def _readiness(self) -> Response:
+        if self.engine.loaded and not self.shutdown_requested.is_set():
+            return web.text_response(200, "ready\n")
+        return web.text_response(503, f"not ready: {self._load_state()}\n")
+
+    def status(self) -> dict[str, Any]:
+        n_active = self.admission.n_active
+        return {
+            "version": wire.PROTOCOL_VERSION,
+            "ready": self.engine.loaded,
+            "models": self._load_state(),
+            "sessions": n_active,
+            "max_sessions": self.limits.max_sessions,
+            "accepting": not self.shutdown_requested.is_set() and n_active < self.limits.max_sessions,
+            "token_required": self.config.token is not None,
+            "modes": list(MODES),
+            "default_mode": self.config.default_mode,
+            "policies": policies.describe(),
+        }
+
+    def _load_state(self) -> str:
+        if self.engine.loaded:
+            return "loaded"
+        if self.shutdown_requested.is_set():
+            return "shutting down"
+        task = self._load_task
+        if task is None:
+            return "not loaded (they load with the first session)"
+        if task.done() and task.exception() is not None:
+            return f"failed to load: {task.exception()}"
+        return "loading"
+
+    def _check_access(self, request: Request, query: dict[str, list[str]]) -> Response | None:
+        if self.config.token is not None and not _token_matches(request, query, self.config.token):
+            return web.error_response(
+                401,
+                ErrorCode.UNAUTHORIZED,
+                "this server needs a token: send 'Authorization: Bearer <token>' or add ?token=<token> to the URL",
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and self.config.allowed_origins and not self._origin_allowed(origin, request):
+            return web.error_response(
+                403,
+                ErrorCode.FORBIDDEN_ORIGIN,
+                f"pages from {origin} may not connect; the operator can allow it with --allow-origin {origin}",
+            )
+        return None
+
+    def _origin_allowed(self, origin: str, request: Request) -> bool:
+        host = request.headers.get("Host", "")
+        same_origin = urlsplit(origin).netloc == host
+        return same_origin or origin in self.config.allowed_origins
+
+    def _admit(self, connection: ServerConnection) -> Response | None:
+        self._forget_closed()
+        if self.shutdown_requested.is_set():
+            return web.error_response(503, ErrorCode.SHUTTING_DOWN, "the server is shutting down; try again later")
+        if not self.admission.admit(connection):
+            message = (
+                f"the server is full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use; "
+                "try again later"
+            )
+            return web.error_response(503, ErrorCode.SERVER_BUSY, message)
+        return None
+
+    def _forget_closed(self) -> None:
+        for connection in [c for c in self._endpoints if _is_closed(c)]:
+            del self._endpoints[connection]
+
+    # connections ----------------------------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        endpoint = self._endpoints.pop(connection, NATIVE)
+        session_id = uuid.uuid4().hex[:SESSION_ID_CHARS]
+        handler = NativeConnection if endpoint == NATIVE else FunasrConnection
+        try:
+            await handler(connection, self, session_id).run()
+        finally:
+            self.admission.release(connection)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.certfile is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.config.certfile, self.config.keyfile)
+        return context
+
+    def _url(self, server: Server, tls: ssl.SSLContext | None) -> str:
+        host, port = server.sockets[0].getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if tls else 'http'}://{host}:{port}/"
+
+
+def _endpoint(path: str, port_kind: str) -> str | None:
+    if path == wire.STREAM_PATH:
+        return NATIVE
+    if port_kind == FUNASR or path in FUNASR_PATHS:
+        return FUNASR
+    return None
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+    """FunASR's clients offer `binary`; others may offer nothing (or something we ignore)."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def _token_matches(request: Request, query: dict[str, list[str]], token: str) -> bool:
+    given = query.get("token", [""])[0]
+    authorization = request.headers.get("Authorization", "")
+    if authorization.lower().startswith("bearer "):
+        given = authorization[len("bearer ") :].strip()
+    return hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+
+def _is_closed(connection: Any) -> bool:
+    return getattr(connection, "state", None) is State.CLOSED
+
+
+def _peer(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
+@functools.lru_cache(maxsize=1)
+def _languages() -> dict[str, Any]:
+    languages = sorted(all_languages(), key=lambda lang: lang.name)
+    return {
+        "sources": [{"code": lang.code, "name": lang.name} for lang in languages if lang.whisper_code],
+        "targets": [{"code": lang.code, "name": lang.name} for lang in languages],
+    }
+
+
+def _log_load(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    if task.exception() is not None:
+        log.error("cannot load the models: %s", task.exception())
+    else:
+        log.info("models loaded")
