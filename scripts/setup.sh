@@ -10,7 +10,7 @@ LLAMA_VERSION=0.3.36
 # crash on some virtual machines; set LLAMA_CMAKE_ARGS to override.
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"}
 STREAMST_HOME=${STREAMST_HOME:-$HOME/.cache/streamst}
-EXTRAS=${STREAMST_EXTRAS:-test,bench}
+EXTRAS=${STREAMST_EXTRAS:-bench}
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -45,6 +45,10 @@ if ! python -c "import llama_cpp" 2>/dev/null; then
 fi
 
 say "installing streamst and its dependencies"
+case ",$EXTRAS," in
+  # The CPU build of torch first, so that nothing that needs torch pulls a CUDA build.
+  *,torch,*) python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" ;;
+esac
 python -m pip install -q -e ".[$EXTRAS]"
 case ",$EXTRAS," in
   *,bench,*) python -m pip install -q --no-deps "simuleval==1.1.4" ;;

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streamst import registry
 from streamst.clock import Clock
 from streamst.encoders.base import SpeechEncoder
+from streamst.encoders.sensevoice import SenseVoiceOptions, load_sensevoice
 from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
-from streamst.errors import LanguageError, OptionsError
+from streamst.errors import LanguageError, ModelError, OptionsError
 from streamst.languages import Language, resolve
 from streamst.options import MODES
 from streamst.punctuation import PassThroughPunctuator, Punctuator
@@ -36,11 +37,14 @@ log = logging.getLogger("streamst.engine")
 class EngineConfig:
     vad_model: str = "silero-vad"  # registry name of the VAD model
     encoder_model: str = "whisper-base"  # registry name of the speech encoder
+    sensevoice_model: str = "sensevoice-small"  # serves zh/en/yue/ja/ko instead once pulled; "" = never
     translator_model: str = "qwen2.5-coder-0.5b-instruct-q4km"  # registry name of the decoder
     translator_file: str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # the GGUF inside it
+    translator_backend: str = "llama.cpp"  # llama.cpp (GGUF, CPU) | transformers (torch, GPU)
     n_threads: int = 2  # threads per model call
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     llama: LlamaOptions = field(default_factory=LlamaOptions)
+    sensevoice: SenseVoiceOptions = field(default_factory=SenseVoiceOptions)
 
 
 class Engine:
@@ -50,6 +54,7 @@ class Engine:
         self.config = config
         self._lock = threading.Lock()
         self._components: Components | None = None
+        self._sensevoice: SpeechEncoder | None = None
 
     def load(self) -> Components:
         with self._lock:
@@ -60,7 +65,16 @@ class Engine:
                     punctuator=PassThroughPunctuator(),
                     translator=self._load_translator(),
                 )
+                self._sensevoice = self._load_sensevoice()
             return self._components
+
+    def components_for(self, source: Language) -> Components:
+        """The shared models for a stream of `source` speech: SenseVoice for its languages when it
+        is pulled and loads, the configured encoder otherwise."""
+        components = self.load()
+        if self._sensevoice is not None and self._sensevoice.supports(source.whisper_code or ""):
+            return replace(components, encoder=self._sensevoice)
+        return components
 
     @property
     def loaded(self) -> bool:
@@ -79,7 +93,7 @@ class Engine:
         source_language, target_language = self.check_pair(source, target)
         if mode not in MODES:
             raise OptionsError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-        components = self.load()
+        components = self.components_for(source_language)
         if not components.encoder.supports(source_language.whisper_code or ""):
             raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
         if mode == "direct":
@@ -109,9 +123,33 @@ class Engine:
     def _load_encoder(self) -> SpeechEncoder:
         path: Path = registry.model_path(self.config.encoder_model)
         log.info("loading speech encoder %s from %s", self.config.encoder_model, path)
+        if registry.get_manifest(self.config.encoder_model).format == "sensevoice":
+            return load_sensevoice(path, self.config.sensevoice)
         return WhisperEncoder(path, self.config.whisper)
 
+    def _load_sensevoice(self) -> SpeechEncoder | None:
+        name = self.config.sensevoice_model
+        if not name or name == self.config.encoder_model or registry.pull_state(name) != "pulled":
+            return None
+        try:
+            encoder = load_sensevoice(registry.model_path(name), self.config.sensevoice)
+        except ModelError as e:
+            log.warning("%s is pulled but cannot be loaded (%s); %s serves every language", name, e,
+                        self.config.encoder_model)
+            return None
+        log.info("loaded speech encoder %s for zh, en, yue, ja, ko", name)
+        return encoder
+
     def _load_translator(self) -> Translator:
+        backend = self.config.translator_backend
+        if backend == "transformers":
+            from streamst.translators.transformers_backend import TransformersTranslator
+
+            path = registry.model_path(self.config.translator_model)
+            log.info("loading translator %s (transformers) from %s", self.config.translator_model, path)
+            return TransformersTranslator(path)
+        if backend != "llama.cpp":
+            raise OptionsError(f"unknown translator backend {backend!r}; choose llama.cpp or transformers")
         path = registry.model_file(self.config.translator_model, self.config.translator_file)
         log.info("loading translator %s from %s", self.config.translator_model, path)
         return LlamaCppTranslator(path, self.config.llama)

@@ -20,14 +20,11 @@ import numpy as np
 from streamst.errors import ModelError, OptionsError
 from streamst.languages import Language
 from streamst.translators.base import Translator
+from streamst.translators.decoding import flush_pending, is_looping, logsumexp
 from streamst.translators.prompt import PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
 
 log = logging.getLogger("streamst.translators.llama_cpp")
-
-LOOP_MIN_REPEATS = 3  # an n-gram of tokens repeated back to back this often ends decoding ...
-LOOP_MIN_SPAN_TOKENS = 12  # ... once the repeats cover this many tokens (digits are single tokens)
-LOOP_MAX_NGRAM = 8
 
 
 @dataclass(frozen=True)
@@ -147,38 +144,13 @@ class LlamaCppTranslator(Translator):
             logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
             token_id = int(np.argmax(logits))
             if token_id in self._stop_ids:
-                return _flush(steps, decoder), True
-            logprob = float(logits[token_id] - _logsumexp(logits))
+                return flush_pending(steps, decoder), True
+            logprob = float(logits[token_id] - logsumexp(logits))
             text = decoder.decode(self._llm.detokenize([token_id], special=False))
             steps.append(TokenStep(token_id, text, logprob))
             ids.append(token_id)
-            if _looping(ids):
+            if is_looping(ids):
                 log.info("translation fell into a loop after %d tokens; cut", len(ids))
-                return _flush(steps, decoder), False
+                return flush_pending(steps, decoder), False
             self._llm.eval([token_id])
-        return _flush(steps, decoder), False
-
-
-def _flush(steps: list[TokenStep], decoder: codecs.IncrementalDecoder) -> list[TokenStep]:
-    rest = decoder.decode(b"", final=True)
-    if rest and steps:
-        last = steps[-1]
-        steps[-1] = TokenStep(last.token_id, last.text + rest, last.logprob)
-    return steps
-
-
-def _logsumexp(logits: np.ndarray) -> float:
-    peak = float(logits.max())
-    return peak + float(np.log(np.exp(logits - peak).sum()))
-
-
-def _looping(ids: list[int]) -> bool:
-    for n in range(1, LOOP_MAX_NGRAM + 1):
-        repeats = max(LOOP_MIN_REPEATS, -(-LOOP_MIN_SPAN_TOKENS // n))
-        span = n * repeats
-        if len(ids) < span:
-            continue
-        tail = ids[-span:]
-        if all(tail[k * n : (k + 1) * n] == tail[:n] for k in range(1, repeats)):
-            return True
-    return False
+        return flush_pending(steps, decoder), False
