@@ -3,14 +3,57 @@
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from streamst.errors import OptionsError
+from streamst.translators.prompt import PromptParts
 from streamst.types import TokenStep
 
 LOOP_MIN_REPEATS = 3  # an n-gram of tokens repeated back to back this often ends decoding ...
 LOOP_MIN_SPAN_TOKENS = 12  # ... once the repeats cover this many tokens (digits are single tokens)
 LOOP_MAX_NGRAM = 8
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    tokens: list[int]  # head + source + tail
+    n_head: int  # the head's tokens come first and are fixed per language pair
+    max_new_tokens: int
+
+
+def plan_prompt(
+    tokenize: Callable[[str, bool], list[int]],
+    parts: PromptParts,
+    max_new_tokens: int | None,
+    min_new_tokens_cap: int,
+    new_tokens_per_source_token: float,
+    n_ctx: int,
+) -> PromptTokens:
+    """Tokenises the prompt parts (`tokenize(text, special)`; the source never parses special
+    tokens) and chooses the cap on new tokens; refuses a prompt the context cannot hold."""
+    head = tokenize(parts.head, True)
+    source = tokenize(parts.source, False)
+    tokens = head + source + tokenize(parts.tail, True)
+    if max_new_tokens is None:
+        max_new_tokens = max(min_new_tokens_cap, int(len(source) * new_tokens_per_source_token))
+    if len(tokens) + max_new_tokens > n_ctx:
+        raise OptionsError(
+            f"prompt of {len(tokens)} tokens plus {max_new_tokens} new tokens exceeds the context of "
+            f"{n_ctx}; shorten the segment (max_segment_ms) or raise n_ctx"
+        )
+    return PromptTokens(tokens, len(head), max_new_tokens)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def flush_pending(steps: list[TokenStep], decoder: codecs.IncrementalDecoder) -> list[TokenStep]:

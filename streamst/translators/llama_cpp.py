@@ -20,7 +20,7 @@ import numpy as np
 from streamst.errors import ModelError, OptionsError
 from streamst.languages import Language
 from streamst.translators.base import Translator
-from streamst.translators.decoding import flush_pending, is_looping, logsumexp
+from streamst.translators.decoding import common_prefix_length, flush_pending, is_looping, logsumexp, plan_prompt
 from streamst.translators.prompt import PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
 
@@ -87,27 +87,19 @@ class LlamaCppTranslator(Translator):
         stream_key: object | None = None,
     ) -> Translation:
         parts = chat_prompt(source_text, source, target, committed, self.options.style)
+        o = self.options
         with self._lock:
-            head = self._tokenize(parts.head, special=True)
-            source_tokens = self._tokenize(parts.source, special=False)
-            tokens = head + source_tokens + self._tokenize(parts.tail, special=True)
-            if max_new_tokens is None:
-                max_new_tokens = max(
-                    self.options.min_new_tokens_cap, int(len(source_tokens) * self.options.new_tokens_per_source_token)
-                )
-            if len(tokens) + max_new_tokens > self.options.n_ctx:
-                raise OptionsError(
-                    f"prompt of {len(tokens)} tokens plus {max_new_tokens} new tokens exceeds the context of "
-                    f"{self.options.n_ctx}; shorten the segment (max_segment_ms) or raise n_ctx"
-                )
+            plan = plan_prompt(
+                self._tokenize, parts, max_new_tokens, o.min_new_tokens_cap, o.new_tokens_per_source_token, o.n_ctx
+            )
             reuse_source = stream_key is not None and stream_key == self._last_stream_key
-            n_prefill = self._prefill(tokens, len(head), reuse_source)
+            n_prefill = self._prefill(plan.tokens, plan.n_head, reuse_source)
             self._last_stream_key = stream_key
-            steps, finished = self._decode(max_new_tokens)
+            steps, finished = self._decode(plan.max_new_tokens)
         return Translation(
             text="".join(s.text for s in steps),
             tokens=tuple(steps),
-            n_prompt_tokens=len(tokens),
+            n_prompt_tokens=len(plan.tokens),
             n_prefill_tokens=n_prefill,
             finished=finished,
         )
@@ -118,12 +110,7 @@ class LlamaCppTranslator(Translator):
     def _prefill(self, tokens: list[int], n_head: int, reuse_source: bool) -> int:
         """Evaluates what the KV cache does not already hold; returns how many tokens that was.
         At least the last token is evaluated, for its logits."""
-        cached = self._llm.input_ids[: self._llm.n_tokens]
-        n_common = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            n_common += 1
+        n_common = common_prefix_length(self._llm.input_ids[: self._llm.n_tokens], tokens)
         if n_common < n_head:
             self._llm.n_tokens = 0
             self._llm.eval(tokens[:n_head])

@@ -21,7 +21,7 @@ from typing import Any
 from streamst.errors import ModelError, OptionsError
 from streamst.languages import Language
 from streamst.translators.base import Translator
-from streamst.translators.decoding import flush_pending, is_looping
+from streamst.translators.decoding import common_prefix_length, flush_pending, is_looping, plan_prompt
 from streamst.translators.prompt import IM_END, PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
 
@@ -89,23 +89,16 @@ class TransformersTranslator(Translator):
         import torch
 
         parts = chat_prompt(source_text, source, target, committed, self.options.style)
+        o = self.options
         with self._lock, torch.inference_mode():
-            head = self._tokenize(parts.head, special=True)
-            source_tokens = self._tokenize(parts.source, special=False)
-            tokens = head + source_tokens + self._tokenize(parts.tail, special=True)
-            if max_new_tokens is None:
-                max_new_tokens = max(
-                    self.options.min_new_tokens_cap, int(len(source_tokens) * self.options.new_tokens_per_source_token)
-                )
-            if len(tokens) + max_new_tokens > self.options.n_ctx:
-                raise OptionsError(
-                    f"prompt of {len(tokens)} tokens plus {max_new_tokens} new tokens exceeds the context of "
-                    f"{self.options.n_ctx}; shorten the segment (max_segment_ms) or raise n_ctx"
-                )
+            plan = plan_prompt(
+                self._tokenize, parts, max_new_tokens, o.min_new_tokens_cap, o.new_tokens_per_source_token, o.n_ctx
+            )
+            tokens, max_new_tokens = plan.tokens, plan.max_new_tokens
             reuse_source = stream_key is not None and stream_key == self._last_stream_key
             self._last_stream_key = stream_key
             try:
-                logits, n_prefill = self._prefill(tokens, len(head), reuse_source)
+                logits, n_prefill = self._prefill(tokens, plan.n_head, reuse_source)
                 steps, finished = self._decode(logits, max_new_tokens)
             except Exception:
                 self._cache, self._cached_ids = None, []  # a forward pass may have half-updated it
@@ -127,7 +120,7 @@ class TransformersTranslator(Translator):
     def _prefill(self, tokens: list[int], n_head: int, reuse_source: bool) -> tuple[Any, int]:
         """Evaluates what the cache does not hold (at least the last token, for its logits);
         returns the last logits and how many tokens were evaluated."""
-        n_common = _common_prefix(self._cached_ids, tokens)
+        n_common = common_prefix_length(self._cached_ids, tokens)
         n_evaluated = 0
         if n_common < n_head or self._cache is None:
             self._cache, self._cached_ids = self._new_cache(), []
@@ -246,15 +239,6 @@ def _bytes_to_unicode() -> dict[int, str]:
             chars.append(256 + n_extra)
             n_extra += 1
     return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _import() -> tuple[Any, Any]:
