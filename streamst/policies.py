@@ -40,7 +40,7 @@ class ProposalRequest:
     """What the session should ask the translator for."""
 
     source: Literal["stable", "all"]  # translate the stable source only, or stable + tentative
-    max_new_tokens: int | None  # None: let the translator choose from the source length
+    max_new_tokens: int | None  # None: let the translator choose; 0: nothing to ask, READ
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Policy(ABC):
     name: str
 
     @abstractmethod
-    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
+    def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
         """The proposal this policy needs at this step."""
 
     @abstractmethod
@@ -83,16 +83,24 @@ class Policy(ABC):
         if state.segment_finished:
             return Write(state.proposal.text) if state.proposal.text else Read()
         n_units = self.choose(state)
+        # A proposal cut by its token cap may not have finished its last unit.
+        complete = count_units(state.proposal.text, state.target_unit) - (0 if state.proposal.finished else 1)
+        n_units = min(n_units, complete)
         text = _guard(prefix_units(state.proposal.text, n_units, state.target_unit), state)
         return Write(text) if text.strip() else Read()
+
+
+UNITS_PER_SOURCE_WORD = {"word": 1.0, "char": 1.5}  # target length per source word, typical
+TOKENS_PER_UNIT = {"word": 2.0, "char": 1.0}  # decoder tokens per target unit, generous
 
 
 @dataclass(frozen=True)
 class WaitK(Policy):
     """wait-k (Ma et al. 2019) on stable source words: the target trails the source by k words.
 
-    With n stable words and a proposal that translates them, the first (n - k)/n of the full
-    target (committed + proposal) may be committed; the rest waits for more source."""
+    With n stable source words, up to (n - k) · r target units may be committed, r being the
+    typical target units per source word (`UNITS_PER_SOURCE_WORD`). The decoder is asked only
+    for the units that may be committed next, and not at all when there are none."""
 
     k: int = 3
     name = "wait-k"
@@ -101,15 +109,16 @@ class WaitK(Policy):
         if self.k < 0:
             raise OptionsError(f"wait-k needs k >= 0, got {self.k}")
 
-    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
-        return ProposalRequest("stable", None)
+    def allowed_units(self, n_stable_words: int, unit: Literal["word", "char"]) -> int:
+        return max(0, math.floor((n_stable_words - self.k) * UNITS_PER_SOURCE_WORD[unit]))
+
+    def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
+        wanted = self.allowed_units(n_stable_words, unit) - n_committed_units
+        # One unit more than may be committed shows where the last committable one ends.
+        return ProposalRequest("stable", math.ceil((wanted + 1) * TOKENS_PER_UNIT[unit]) if wanted > 0 else 0)
 
     def choose(self, state: PolicyState) -> int:
-        n = state.n_stable_words
-        if n <= self.k:
-            return 0
-        full_units = count_units(state.committed_target + state.proposal.text, state.target_unit)
-        allowed = math.floor(full_units * (n - self.k) / n)
+        allowed = self.allowed_units(state.n_stable_words, state.target_unit)
         return max(0, allowed - count_units(state.committed_target, state.target_unit))
 
 
@@ -119,14 +128,15 @@ class TargetAgreement(Policy):
     every step and commit the prefix that the last n full targets agree on."""
 
     n: int = 2
+    lookahead_tokens: int = 16  # the most tokens decoded per step; agreement grows step by step
     name = "la"
 
     def __post_init__(self) -> None:
         if self.n < 2:
             raise OptionsError(f"target agreement needs n >= 2, got {self.n}")
 
-    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
-        return ProposalRequest("all", None)
+    def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
+        return ProposalRequest("all", self.lookahead_tokens)
 
     def choose(self, state: PolicyState) -> int:
         if len(state.history) < self.n - 1:
@@ -146,14 +156,14 @@ class Confidence(Policy):
     """Commit proposal tokens of the stable source while each one's probability stays >= tau."""
 
     tau: float = 0.6
-    lookahead_tokens: int = 24  # the most tokens decoded per step
+    lookahead_tokens: int = 12  # the most tokens decoded per step
     name = "confidence"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau < 1.0:
             raise OptionsError(f"confidence needs 0 < tau < 1, got {self.tau}")
 
-    def request(self, n_stable_words: int, n_committed_units: int) -> ProposalRequest:
+    def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
         return ProposalRequest("stable", self.lookahead_tokens)
 
     def choose(self, state: PolicyState) -> int:
@@ -164,16 +174,13 @@ class Confidence(Policy):
                 break
             confident += token.text
         # A unit counts only if the confident run reaches its end.
-        units = split_units(state.proposal.text, state.target_unit)
         n, length = 0, 0
-        for unit in units:
+        for unit in split_units(state.proposal.text, state.target_unit):
             length += len(unit)
             if length > len(confident):
                 break
             n += 1
-        if n == len(units) and not state.proposal.finished:
-            n -= 1  # the last unit may continue in the next token
-        return max(0, n)
+        return n
 
 
 POLICIES = {"wait-k": ("k", int, WaitK), "la": ("n", int, TargetAgreement), "confidence": ("tau", float, Confidence)}

@@ -41,23 +41,35 @@ def test_wait_k_reads_until_k_words_are_stable():
     assert WaitK(k=3).decide(state(p, n_stable=2)) == Read()
 
 
-def test_wait_k_commits_the_share_of_the_target_the_source_allows():
+def test_wait_k_trails_the_stable_source_by_k_words():
     p = proposal("Eins", " zwei", " drei", " vier", " fünf", " sechs")
-    # 6 stable words, k=2: (6-2)/6 of 6 target words = 4 words.
+    # 6 stable words, k=2: (6 - 2) · 1.0 = 4 target words.
     assert WaitK(k=2).decide(state(p, n_stable=6)) == Write("Eins zwei drei vier")
     # Two already committed: only the next two.
     p2 = proposal(" drei", " vier", " fünf", " sechs")
     assert WaitK(k=2).decide(state(p2, n_stable=6, committed="Eins zwei")) == Write(" drei vier")
 
 
+def test_wait_k_asks_the_decoder_only_for_what_it_can_commit():
+    # 6 stable, k=2 → 4 words allowed; 1 committed → 3 wanted, plus 1 to see the last end: 4 · 2 tokens.
+    assert WaitK(k=2).request(6, 1, "word").max_new_tokens == 8
+    assert WaitK(k=2).request(6, 4, "word").max_new_tokens == 0  # nothing to commit: no decoding
+    assert WaitK(k=3).request(2, 0, "char").max_new_tokens == 0
+
+
 def test_wait_k_in_characters_for_chinese():
     p = proposal("我们", "今天", "讨论", "天气")
-    # 8 characters, 4 stable words, k=2 → floor(8 * 2/4) = 4 characters.
-    assert WaitK(k=2).decide(state(p, n_stable=4, unit="char")) == Write("我们今天")
+    # 4 stable words, k=2 → floor(2 · 1.5) = 3 characters.
+    assert WaitK(k=2).decide(state(p, n_stable=4, unit="char")) == Write("我们今")
+
+
+def test_a_capped_proposal_never_commits_its_possibly_unfinished_last_unit():
+    p = proposal("Eins", " zwei", " dr")  # cut by the token cap inside a word
+    assert WaitK(k=0).decide(state(p, n_stable=10)) == Write("Eins zwei")
 
 
 def test_no_sentence_end_before_the_source_ends_one():
-    p = proposal("Eins", " zwei", ".")
+    p = proposal("Eins", " zwei", ".", finished=True)
     s = state(p, n_stable=10)
     assert WaitK(k=0).decide(s) == Write("Eins zwei")
     ended = state(p, n_stable=10, stable="one two.")

@@ -173,10 +173,15 @@ class DirectSession(SegmentedSession):
         unit = self._unit
         stable = join_words(state.committed)
         tentative = join_words(state.tentative)
-        request = self.policy.request(len(state.committed), count_units(unit.committed_target, self.target.latency_unit))
+        request = self.policy.request(
+            len(state.committed), count_units(unit.committed_target, self.target.latency_unit), self.target.latency_unit
+        )
         source_text = stable if request.source == "stable" else f"{stable} {tentative}".strip()
-        if not source_text:
-            return self.partial(tentative, unit.start_ms, self.heard_ms, unit.committed_target, "", "")
+        if not source_text or request.max_new_tokens == 0:
+            unit.shown = True
+            return self.partial(
+                f"{stable} {tentative}".strip(), unit.start_ms, self.heard_ms, unit.committed_target, "", ""
+            )
         translation = self.components.translator.translate(
             source_text,
             self.source,
