@@ -10,13 +10,14 @@ LLAMA_VERSION=0.3.36
 # crash on some virtual machines; set LLAMA_CMAKE_ARGS to override.
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"}
 STREAMST_HOME=${STREAMST_HOME:-$HOME/.cache/streamst}
-EXTRAS=${STREAMST_EXTRAS:-bench}
+EXTRAS=${STREAMST_EXTRAS:-bench,mic}
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
-# System tools: espeak-ng (demo speech), ffmpeg (audio formats in tests), chromium and a CJK
-# font (the browser test and its screenshots). STREAMST_APT=0 skips this step.
-packages=(espeak-ng ffmpeg chromium fonts-wqy-microhei)
+# System tools: espeak-ng (demo speech), ffmpeg (audio formats in tests), PortAudio (the
+# microphone client), chromium and a CJK font (the browser test and its screenshots), PulseAudio
+# with the ALSA plugin (the virtual microphone in tests). STREAMST_APT=0 skips this step.
+packages=(espeak-ng ffmpeg libportaudio2 chromium fonts-wqy-microhei pulseaudio pulseaudio-utils libasound2-plugins)
 missing=()
 for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ] && [ "${STREAMST_APT:-1}" != 0 ]; then
