@@ -1,0 +1,338 @@
+"""`streamst-bench`: latency against quality retention, scored the way the field scores.
+
+streamst-bench run --pairs en-de,zh-en --limit 2 -o out/quick
+streamst-bench mt --pairs en-zh,zh-en --limit 200 -o out/mt
+streamst-bench report out/quick out/mt --results benchmarks/RESULTS.md --curve benchmarks/curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from streamst.benchmarks import datasets, report, results
+from streamst.benchmarks.runner import (
+    CLOCKS,
+    DEFAULT_CHUNK_MS,
+    POLICIES,
+    RunSpec,
+    StreamSettings,
+    default_policy,
+    policy_spec,
+    session_options,
+)
+
+from streamst.engine import EngineConfig
+from streamst.errors import OptionsError, StreamstError
+
+log = logging.getLogger("streamst.benchmarks.cli")
+
+PROG = "streamst-bench"
+DEFAULT_SPEECH_PAIRS = "de-en,fr-en,es-en,zh-en,ja-en,en-zh,en-ja,en-de,en-es"
+DEFAULT_MT_PAIRS = "en-zh,zh-en,en-de,de-en,en-ja,ja-en"
+REPORT_NAME = "report.md"
+CURVE_NAME = "curve.png"
+
+
+class UsageError(StreamstError):
+    """A command-line argument is missing or malformed."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_run(subparsers)
+    _add_mt(subparsers)
+    _add_report(subparsers)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser, default_pairs: str) -> None:
+    p.add_argument("--pairs", default=default_pairs, help=f"language pairs, comma-separated (default: {default_pairs})")
+    p.add_argument("--limit", type=_positive_int, help="at most N instances (sentences) per pair")
+    p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--output", "-o", required=True, help="output folder (created if needed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, default=2, help="threads per model call (default: 2)")
+
+
+def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="stream speech through the engine and score latency and quality")
+    _add_common(p, DEFAULT_SPEECH_PAIRS)
+    p.add_argument("--dataset", default=datasets.FLEURS_MINI, choices=datasets.SPEECH_DATASETS)
+    p.add_argument("--modes", default="cascade", help=f"modes, comma-separated (known: {', '.join(POLICIES)})")
+    p.add_argument("--policies", help=f"policies, comma-separated (default: each mode's first): {_policy_help()}")
+    p.add_argument("--knobs", help="latency knob values, comma-separated (default: each policy's defaults)")
+    p.add_argument("--clock", default="simulated", choices=CLOCKS, help="simulated (exact) or wall (1x live)")
+    p.add_argument("--chunk-ms", type=_positive_int, default=DEFAULT_CHUNK_MS, help="audio per push in ms")
+    p.add_argument("--no-offline", action="store_true", help="skip the offline reference (no retention)")
+    p.add_argument("--curve-metric", default="bleu", choices=("bleu", "chrf"), help="retention plotted")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_mt(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("mt", help="the translator alone on parallel text: BLEU, chrF, tokens/s")
+    _add_common(p, DEFAULT_MT_PAIRS)
+    p.add_argument("--dataset", default=datasets.FLORES_DEVTEST, choices=datasets.TEXT_DATASETS)
+    p.set_defaults(func=cmd_mt)
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="merge output folders into RESULTS.md and curve.png")
+    p.add_argument("folders", nargs="+", help="output folders of `run` and `mt`")
+    p.add_argument("--results", required=True, help="markdown file to write, e.g. benchmarks/RESULTS.md")
+    p.add_argument("--curve", help="curve to write (default: curve.png beside --results)")
+    p.add_argument("--curve-metric", default="bleu", choices=("bleu", "chrf"), help="retention plotted")
+    p.add_argument("--note", action="append", default=[], help="a line about the machine or conditions (repeatable)")
+    p.set_defaults(func=cmd_report)
+
+
+def _policy_help() -> str:
+    return "; ".join(
+        f"{mode}/{name}: {spec.description} ({spec.knob_name}, default {spec.default_knobs[0]:g})"
+        for mode, policies in POLICIES.items()
+        for name, spec in policies.items()
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _items(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+# ---------------------------------------------------------------------------------------
+# Plans
+
+
+def run_specs(modes: str, policies: str | None, knobs: str | None, pairs: Sequence[datasets.Pair]) -> list[RunSpec]:
+    """Every (mode, policy, knob) on every pair; raises UsageError naming a bad value."""
+    mode_names = _items(modes)
+    if not mode_names:
+        raise UsageError("--modes is empty; give at least one mode, e.g. --modes cascade")
+    knob_values = _parse_knobs(knobs)
+    specs = []
+    for mode in mode_names:
+        if mode not in POLICIES:
+            raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(POLICIES)}")
+        names = _items(policies) or [default_policy(mode)]
+        unknown = [name for name in names if name not in POLICIES[mode]]
+        if unknown and len(mode_names) == 1:
+            raise UsageError(f"unknown policy {unknown[0]!r} for mode {mode}; choose from: {', '.join(POLICIES[mode])}")
+        for name in (n for n in names if n in POLICIES[mode]):
+            for knob in knob_values or POLICIES[mode][name].default_knobs:
+                _check_options(mode, name, knob)
+                specs += [RunSpec(mode, name, knob, pair) for pair in pairs]
+    if not specs:
+        raise UsageError(f"no policy in {policies!r} belongs to the modes {modes!r}")
+    return specs
+
+
+def _parse_knobs(text: str | None) -> list[float]:
+    values = []
+    for item in _items(text):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise UsageError(f"knob {item!r} is not a number; write e.g. --knobs 500,1000,2000") from None
+    return values
+
+
+def _check_options(mode: str, policy: str, knob: float) -> None:
+    try:
+        spec = policy_spec(mode, policy)
+    except OptionsError as e:
+        raise UsageError(str(e)) from e
+    try:
+        session_options(mode, policy, knob)
+    except OptionsError as e:
+        raise UsageError(f"knob {knob:g} does not suit {mode}/{policy} ({spec.knob_name}): {e}") from e
+
+
+def engine_config(n_threads: int) -> EngineConfig:
+    """The default models, each run with ``n_threads`` threads."""
+    defaults = EngineConfig()
+    return dataclasses.replace(
+        defaults,
+        n_threads=n_threads,
+        whisper=dataclasses.replace(defaults.whisper, n_threads=n_threads),
+        llama=dataclasses.replace(defaults.llama, n_threads=n_threads),
+    )
+
+
+def _engine_models(config: EngineConfig) -> dict[str, str]:
+    return {
+        "VAD": config.vad_model,
+        "speech encoder": config.encoder_model,
+        "translator": config.translator_model,
+    }
+
+
+def _progress(total: int, enabled: bool, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit=unit, dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from streamst.benchmarks.plot import draw_curve
+    from streamst.benchmarks.suite import SuitePlan, run_suite
+
+    from streamst.engine import Engine
+
+    pairs = datasets.parse_pairs(args.pairs)
+    specs = run_specs(args.modes, args.policies, args.knobs, pairs)
+    settings = StreamSettings(clock=args.clock, chunk_ms=args.chunk_ms)
+    instances = datasets.load_speech(args.dataset, pairs, limit=args.limit, root=args.data_dir)
+    plan = SuitePlan(tuple(specs), instances, settings, offline=not args.no_offline)
+    config = engine_config(args.threads)
+    engine = Engine(config)
+    engine.load()
+    output = Path(args.output)
+    meta = results.make_meta(argv, args.dataset, args.clock, args.chunk_ms, _engine_models(config))
+    with _progress(plan.n_steps, not args.no_progress, "clip") as bar:
+
+        def step(label: str) -> None:
+            bar.set_description(label)
+            bar.update(1)
+
+        def save_so_far(runs: tuple) -> None:
+            results.save(results.BenchResults(meta, runs=runs), output)
+
+        runs = run_suite(engine, plan, output, step, save_so_far)
+    bench = results.BenchResults(meta, runs=runs)
+    results.save(bench, output)
+    (output / REPORT_NAME).write_text(report.folder_report(bench), encoding="utf-8")
+    if not args.no_offline:
+        draw_curve(runs, output / CURVE_NAME, args.curve_metric)
+    _print_signatures(runs)
+    print(f"{PROG}: wrote {output / results.SCORES_NAME}, {output / REPORT_NAME}", file=sys.stderr)
+    return 0
+
+
+def _print_signatures(runs: Sequence) -> None:
+    for signature in dict.fromkeys(s for r in runs for s in (r.quality.bleu_signature, r.quality.chrf_signature)):
+        print(f"sacrebleu signature: {signature}")
+
+
+def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from streamst.benchmarks.mt import translate_corpus
+
+    from streamst.engine import Engine
+
+    pairs = datasets.parse_pairs(args.pairs)
+    corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
+    config = engine_config(args.threads)
+    translator = Engine(config).load().translator
+    output = Path(args.output)
+    hypotheses_dir = output / "mt" / args.dataset
+    hypotheses_dir.mkdir(parents=True, exist_ok=True)
+    meta = results.make_meta(argv, args.dataset, "", 0, {"translator": config.translator_model})
+    scores = []
+    with _progress(sum(len(c) for c in corpora.values()), not args.no_progress, "sent") as bar:
+        for pair in pairs:
+            bar.set_description(f"{args.dataset} {pair.name}")
+            result = translate_corpus(translator, args.dataset, pair, corpora[pair.name], lambda: bar.update(1))
+            (hypotheses_dir / f"{pair.name}.txt").write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
+            scores.append(result.scores)
+            results.save(results.BenchResults(meta, mt=tuple(scores)), output)
+            bar.write(
+                f"{pair.name}: BLEU {result.scores.quality.bleu:.1f} chrF {result.scores.quality.chrf:.1f} "
+                f"{result.scores.tokens_per_s:.1f} tok/s [{result.scores.quality.bleu_signature}]"
+            )
+    bench = results.BenchResults(meta, mt=tuple(scores))
+    (output / REPORT_NAME).write_text(report.folder_report(bench), encoding="utf-8")
+    print(f"{PROG}: wrote {output / results.SCORES_NAME}, {output / REPORT_NAME}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from streamst.benchmarks.plot import draw_curve
+
+    loaded = tuple(results.load(folder) for folder in args.folders)
+    results_path = Path(args.results)
+    curve_path = Path(args.curve) if args.curve else results_path.with_name(CURVE_NAME)
+    runs = [r for res in loaded for r in res.runs]
+    if runs:
+        draw_curve(runs, curve_path, args.curve_metric)
+    document = report.ResultsDocument(
+        results=loaded,
+        report_command=results.command_line(argv),
+        curve_name=_relative_name(curve_path, results_path),
+        machine_notes=tuple(args.note),
+        headline_knobs=default_knobs(),
+    )
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(report.results_document(document), encoding="utf-8")
+    print(f"{PROG}: wrote {results_path}" + (f" and {curve_path}" if runs else ""), file=sys.stderr)
+    return 0
+
+
+def default_knobs() -> dict[str, float]:
+    """``mode/policy`` → the first default knob of that policy."""
+    return {
+        f"{mode}/{name}": spec.default_knobs[0]
+        for mode, policies in POLICIES.items()
+        for name, spec in policies.items()
+    }
+
+
+def _relative_name(path: Path, beside: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(beside.resolve().parent))
+    except ValueError:
+        return str(path.resolve())
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        configure_logging(args.verbose)
+        return int(args.func(args, argv) or 0)
+    except StreamstError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
