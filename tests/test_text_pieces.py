@@ -59,3 +59,29 @@ def test_subtitle_cues():
     )
     assert srt_cue(1, event) == "1\n01:02:03,004 --> 01:02:05,500\n你好。\n\n"
     assert vtt_cue(event) == "01:02:03.004 --> 01:02:05.500\n你好。\n\n"
+
+
+def test_a_transcript_that_recites_the_prompt_is_dropped():
+    from streamst.encoders.whisper import _repeats_prompt
+
+    prompt = "Farmers in the north expect a dry summer this year."
+    assert _repeats_prompt(tuple(words("Farmers in the north expect")), prompt)
+    assert not _repeats_prompt(tuple(words("Farmers in the south")), prompt)
+    assert not _repeats_prompt(tuple(words("this year")), prompt)  # too short to tell
+
+
+def test_a_tail_that_recites_the_sentence_again_is_cut():
+    from streamst.encoders.guards import cut_repeated_tail
+
+    looped = words("Farmers in the north expect a dry summer this year. Farmers in the north expect a dry")
+    assert [w.text.strip() for w in cut_repeated_tail(looped)][-1] == "year."
+    normal = words("I think that I think so but the cat sat on the mat and the dog sat on the rug")
+    assert len(cut_repeated_tail(normal)) == len(normal)
+
+
+def test_a_sentence_recited_several_times_is_cut_to_one():
+    from streamst.encoders.guards import cut_repeated_tail
+
+    sentence = "Farmers in the north expect a dry summer this year."
+    looped = words(f"{sentence} {sentence} Farmers in the north expect")
+    assert " ".join(w.text.strip() for w in cut_repeated_tail(looped)) == sentence

@@ -27,6 +27,19 @@ def cut_repeats(words: Sequence[Word], max_ngram: int = 4, max_repeats: int = 3)
     return tuple(words)
 
 
+def cut_repeated_tail(words: Sequence[Word], min_words: int = 5) -> tuple[Word, ...]:
+    """Drop a tail of at least `min_words` words that recites the words before it once or more
+    (a decoder that loops back to the start of its sentence): the tail equals the transcript
+    shifted back by some period of at least `min_words` words."""
+    keys = [_norm(w) for w in words]
+    n = len(keys)
+    for start in range(min_words, n - min_words + 1):
+        for period in range(min_words, start + 1):
+            if keys[start:] == keys[start - period : n - period]:
+                return tuple(words[:start])
+    return tuple(words)
+
+
 def cap_rate(words: Sequence[Word], audio_ms: int, max_units_per_s: float) -> tuple[Word, ...]:
     """Drop words beyond what `audio_ms` of speech can hold at `max_units_per_s` (a word, or a
     CJK character, is one unit)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamst.encoders.base import SpeechEncoder
-from streamst.encoders.guards import cap_rate, cut_repeats
+from streamst.encoders.guards import cap_rate, cut_repeated_tail, cut_repeats
 from streamst.errors import ModelError, OptionsError
 from streamst.types import SAMPLE_RATE_HZ, Transcript, Word, ms_to_samples
 
@@ -89,7 +89,10 @@ class WhisperEncoder(SpeechEncoder):
         if audio_ms > MAX_WINDOW_S * 1000:
             raise OptionsError(f"a Whisper window holds at most {MAX_WINDOW_S} s, got {audio_ms} ms")
         words = self._decode(audio.astype(np.float32, copy=False), language, prompt)
-        words = cut_repeats(words, max_repeats=self.options.max_repeats)
+        if prompt and _repeats_prompt(words, prompt):
+            log.debug("dropped a transcript that repeats its context prompt: %r", "".join(w.text for w in words))
+            words = ()
+        words = cut_repeated_tail(cut_repeats(words, max_repeats=self.options.max_repeats))
         rate = self.options.max_chars_per_s if language in CHAR_LANGUAGES else self.options.max_words_per_s
         words = cap_rate(words, audio_ms, rate)
         shifted = tuple(
@@ -155,6 +158,21 @@ class WhisperEncoder(SpeechEncoder):
         """The cap on tokens per second of audio, so a looping decoder stops early."""
         audio_s = n_samples / SAMPLE_RATE_HZ
         return min(MAX_TEXT_TOKENS, int(TOKENS_PER_S_CAP * audio_s) + 16)
+
+
+MIN_PROMPT_ECHO_WORDS = 3  # shorter echoes of the prompt may be real speech
+
+
+def _repeats_prompt(words: tuple[Word, ...], prompt: str) -> bool:
+    """Whisper given little or no speech after a context prompt tends to recite the prompt."""
+    if len(words) < MIN_PROMPT_ECHO_WORDS:
+        return False
+    text = _letters("".join(w.text for w in words))
+    return bool(text) and text in _letters(prompt)
+
+
+def _letters(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
 def _monotonic(words: list[Word]) -> list[Word]:

@@ -81,7 +81,8 @@ class CascadeSession(SegmentedSession):
     def on_close(self, closed: SegmentClosed) -> list[Event]:
         end_ms = closed.span.end_ms
         events: list[Event] = []
-        if closed.speech_ms >= self.options.vad.min_speech_ms and end_ms > self._window_start_ms:
+        min_speech_ms = self.options.vad.min_speech_ms
+        if closed.speech_ms >= min_speech_ms and end_ms - self._window_start_ms >= min_speech_ms:
             transcript = self._transcribe(self._window_start_ms, end_ms)
             for sentence in split_sentences(transcript.words):
                 events.append(self._translate(sentence))

@@ -130,7 +130,8 @@ class DirectSession(SegmentedSession):
         end_ms = closed.span.end_ms
         events: list[Event] = []
         words: tuple[Word, ...] = ()
-        if closed.speech_ms >= self.options.vad.min_speech_ms and end_ms > self._window_start_ms:
+        min_speech_ms = self.options.vad.min_speech_ms
+        if closed.speech_ms >= min_speech_ms and end_ms - self._window_start_ms >= min_speech_ms:
             words = self._agreement.commit_all(self._transcribe(self._window_start_ms, end_ms)).committed
         for i, sentence in enumerate(split_sentences(words)):
             events.append(self._flush(sentence.words, continue_committed=i == 0))
