@@ -112,11 +112,12 @@ class WhisperEncoder(SpeechEncoder):
             features = self._model.feature_extractor(padded)
             features = features[:, : min(N_FRAMES_MAX, features.shape[1] // 2 * 2)]
             encoder_output = self._model.encode(features)
+            prompt_tokens = self._prompt_tokens(tokenizer, prompt or DEFAULT_PROMPTS.get(language, ""))
             result = self._model.model.generate(
                 encoder_output,
-                [self._prompt_tokens(tokenizer, prompt or DEFAULT_PROMPTS.get(language, ""))],
+                [prompt_tokens],
                 beam_size=o.beam_size,
-                max_length=self._max_length(len(audio), language),
+                max_length=min(MAX_TEXT_TOKENS, len(prompt_tokens) + self._max_new_tokens(len(audio))),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
@@ -154,10 +155,11 @@ class WhisperEncoder(SpeechEncoder):
             tokens = [tokenizer.sot_prev, *previous[-(MAX_TEXT_TOKENS // 2 - 1) :]]
         return [*tokens, *tokenizer.sot_sequence, tokenizer.no_timestamps]
 
-    def _max_length(self, n_samples: int, language: str) -> int:
-        """The cap on tokens per second of audio, so a looping decoder stops early."""
+    def _max_new_tokens(self, n_samples: int) -> int:
+        """The cap on tokens per second of audio, so a looping decoder stops early. CTranslate2's
+        max_length counts the prompt too; the caller adds it."""
         audio_s = n_samples / SAMPLE_RATE_HZ
-        return min(MAX_TEXT_TOKENS, int(TOKENS_PER_S_CAP * audio_s) + 16)
+        return int(TOKENS_PER_S_CAP * audio_s) + 16
 
 
 MIN_PROMPT_ECHO_WORDS = 3  # shorter echoes of the prompt may be real speech
