@@ -20,13 +20,9 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +30,7 @@ import numpy as np
 
 from streamst import metrics, wire
 from streamst.audio import decode_audio
+from streamst.server import process as server_process
 from streamst.server.client import StreamResult, stream_audio
 from streamst.types import SAMPLE_RATE_HZ
 
@@ -212,40 +209,17 @@ def print_table(reports: list[ClientReport]) -> None:
 @contextlib.contextmanager
 def local_server(args: argparse.Namespace, max_clients: int):
     """`streamst-server` on a free port, sized so that no limit cuts the benchmark short."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [
-        sys.executable, "-m", "streamst.server.cli", "--port", str(port), "--funasr-port", "0",
+    port = server_process.free_port()
+    options = (
         "--max-sessions", str(max_clients), "--max-backlog-ms", str(args.max_backlog_ms),
         "--model-concurrency", str(args.model_concurrency), "--threads", str(args.threads),
         "--idle-timeout-s", "600", "--finish-timeout-s", "3600", "--log-json",
-    ]  # fmt: skip
-    log_file = open(args.server_log, "wb")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    )  # fmt: skip
     try:
-        _wait_ready(port, process)
-        yield f"ws://127.0.0.1:{port}{wire.STREAM_PATH}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log_file.close()
-
-
-def _wait_ready(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"streamst-server exited with {process.returncode}; see its log")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.5)
-    raise SystemExit("streamst-server was not ready in time")
+        with server_process.running(port, Path(args.server_log), *options, ready_timeout_s=SERVER_START_TIMEOUT_S):
+            yield f"ws://127.0.0.1:{port}{wire.STREAM_PATH}"
+    except server_process.ServerStartError as e:
+        raise SystemExit(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:

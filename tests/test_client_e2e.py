@@ -13,23 +13,21 @@ One server (with a token) serves the whole module; it is stopped by its pid at t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sacrebleu
 
+from streamst.server import process as server_process
 from streamst.audio import decode_audio, write_wav
 from streamst.types import SAMPLE_RATE_HZ
 
@@ -41,12 +39,6 @@ RUN_TIMEOUT_S = 400  # the models share two cores with whatever else runs: gener
 PULSE_START_TIMEOUT_S = 15
 SINK = "streamst_vmic"
 PULSE_PACKAGES = "apt-get install pulseaudio pulseaudio-utils libasound2-plugins libportaudio2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _chrf(hypothesis: str, reference: str) -> float:
@@ -71,38 +63,10 @@ class ServerProcess:
 
     def start(self) -> None:
         self.n_starts += 1
-        command = [
-            sys.executable,
-            "-m",
-            "streamst.server.cli",
-            "--port",
-            str(self.port),
-            "--funasr-port",
-            "0",
-            "--token",
-            TOKEN,
-            "--max-backlog-ms",
-            "600000",
-            "--idle-timeout-s",
-            "120",
-        ]
-        log = open(self.log_dir / f"server-{self.n_starts}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"streamst-server exited with {self.process.returncode}: {self.log()}"
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as ready,
-            ):
-                if ready.status == 200:
-                    return
-            time.sleep(0.5)
-        pytest.fail(f"streamst-server was not ready within {SERVER_START_TIMEOUT_S} s: {self.log()}")
+        log_path = self.log_dir / f"server-{self.n_starts}.log"
+        options = ("--token", TOKEN, "--max-backlog-ms", "600000", "--idle-timeout-s", "120")
+        self.process = server_process.start(self.port, log_path, *options)
+        server_process.wait_ready(self.port, self.process, log_path, SERVER_START_TIMEOUT_S)
 
     def kill(self) -> None:
         """As a crash would: SIGKILL, nothing finished, nothing sent."""
@@ -125,7 +89,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = ServerProcess(_free_port(), tmp_path_factory.mktemp("server"))
+    server = ServerProcess(server_process.free_port(), tmp_path_factory.mktemp("server"))
     server.start()
     try:
         yield server
@@ -431,7 +395,7 @@ def test_bad_input_is_a_one_line_error(server, fleurs, case, expected):
     clip = str(fleurs["fleurs-en-004"]["path"])
     args = {
         "unknown device": ["-s", "en", "-t", "zh", "--device", "no-such-microphone-here", "--server", server.url],
-        "unreachable server": ["-s", "en", "-t", "zh", "--file", clip, "--server", f"127.0.0.1:{_free_port()}"],
+        "unreachable server": ["-s", "en", "-t", "zh", "--file", clip, "--server", f"127.0.0.1:{server_process.free_port()}"],
         "no token": ["-s", "en", "-t", "zh", "--file", clip, "--server", server.url],
         "wrong token": ["-s", "en", "-t", "zh", "--file", clip, "--server", server.url, "--token", "nope"],
         "unknown language": ["-s", "en", "-t", "klingon", "--file", clip, "--server", server.url, "--token", TOKEN],

@@ -15,10 +15,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +24,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from streamst.server import process as server_process
 from streamst.audio import decode_audio, write_wav
 from streamst.types import SAMPLE_RATE_HZ
 
@@ -61,51 +59,6 @@ def _chromium() -> str:
         if path:
             return path
     pytest.skip("Chromium is not installed (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _server(port: int, log_path: Path):
-    command = [
-        sys.executable,
-        "-m",
-        "streamst.server.cli",
-        "--port",
-        str(port),
-        "--funasr-port",
-        "0",
-        "--max-backlog-ms",
-        "600000",
-    ]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(f"http://127.0.0.1:{port}/readyz", process, log_path)
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"the server was not ready within {SERVER_START_TIMEOUT_S} s")
 
 
 @contextlib.contextmanager
@@ -250,10 +203,13 @@ def test_browser_page_shows_live_translation(fleurs, tmp_path):
     clip = fleurs[CLIP_ID]
     wav = tmp_path / "microphone.wav"
     _fake_microphone_wav(clip["path"], wav)
-    port = _free_port()
+    port = server_process.free_port()
     screenshot = _artefact_dir(tmp_path) / "browser-captions.png"
     page_url = f"http://127.0.0.1:{port}/"
-    with _server(port, tmp_path / "server.log"), _browser(page_url, wav, tmp_path / "profile", DESKTOP) as devtools_url:
+    server = server_process.running(
+        port, tmp_path / "server.log", "--max-backlog-ms", "600000", ready_timeout_s=SERVER_START_TIMEOUT_S
+    )
+    with server, _browser(page_url, wav, tmp_path / "profile", DESKTOP) as devtools_url:
         page = asyncio.run(_run_page(devtools_url, screenshot))
     print(f"screenshots: {screenshot} {screenshot.with_name(screenshot.stem + '-phone.png')}")
     captions = page["captions"]

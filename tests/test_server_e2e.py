@@ -17,9 +17,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import replace
 
 import numpy as np
@@ -29,6 +27,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import BINARY, TEXT, Frame
 
+from streamst.server import process as server_process
 from streamst import wire
 from streamst.audio import decode_audio, float32_to_pcm16, resample
 from streamst.server.app import App
@@ -306,24 +305,6 @@ def test_misbehaving_clients_leave_a_real_session_unaffected(engine, fleurs, cap
 # graceful shutdown -----------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    url = f"http://127.0.0.1:{port}/readyz"
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"streamst-server exited with {process.returncode}"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as ready:
-            if ready.status == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail("streamst-server was not ready in time")
-
-
 async def _stream_until_sigterm(port: int, audio: np.ndarray, process: subprocess.Popen) -> list[dict]:
     """Streams the clip at real-time pace with no trailing silence (the segment is still open), then
     SIGTERMs the server and reads what it sends before closing."""
@@ -345,29 +326,11 @@ async def _stream_until_sigterm(port: int, audio: np.ndarray, process: subproces
 
 def test_sigterm_finishes_the_open_segment_and_sends_its_final(fleurs, tmp_path):
     audio, clip = _clip(fleurs, "fleurs-en-004")
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "streamst.server.cli",
-        "--port",
-        str(port),
-        "--funasr-port",
-        "0",
-        "--max-backlog-ms",
-        "600000",
-    ]
+    port = server_process.free_port()
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(port, process)
-            messages = asyncio.run(asyncio.wait_for(_stream_until_sigterm(port, audio, process), STREAM_TIMEOUT_S))
-            exit_code = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with server_process.running(port, log_path, "--max-backlog-ms", "600000") as process:
+        messages = asyncio.run(asyncio.wait_for(_stream_until_sigterm(port, audio, process), STREAM_TIMEOUT_S))
+        exit_code = process.wait(timeout=120)
     log = log_path.read_text()
     finals = [m for m in messages if m.get("type") == "final" and m["committed_text"]]
     translation = " ".join(f["committed_text"] for f in finals)
