@@ -3,17 +3,24 @@
 The recogniser re-hypothesises the open window at every step. A word becomes stable (committed
 source) once the last `n` hypotheses agree on it and on every word before it; committed words
 never change. Words the window still holds from before the committed point are recognised by
-time and by matching the committed tail, and are not committed twice."""
+time and by matching the committed tail, and are not committed twice.
+
+A recogniser ends every hypothesis with a full stop, so a sentence end that is the last word of
+the latest hypothesis is not yet believed: that word waits until the speaker goes on past it
+(then it is committed with the punctuation it has there) or the segment closes. A sentence end
+is kept only where all n hypotheses put one."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from streamst.punctuation import ends_sentence
 from streamst.types import Word
 
 MAX_OVERLAP_WORDS = 5  # how many committed tail words a new hypothesis may repeat
+SENTENCE_MARKS = ".!?。！？…"
 OVERLAP_TOLERANCE_MS = 100  # a word starting this close before the committed end may be a repeat
 
 
@@ -51,7 +58,9 @@ class LocalAgreement:
         new: list[Word] = []
         if len(self._history) == self.n:
             n_agree = _common_prefix_length(list(self._history))
-            new = fresh[:n_agree]
+            if n_agree and n_agree == len(fresh) and ends_sentence(fresh[-1].text):
+                n_agree -= 1  # a full stop nothing follows yet may be the recogniser's, not the speaker's
+            new = [_agreed_punctuation(column) for column in zip(*(h[:n_agree] for h in self._history))]
             self._committed.extend(new)
             self._history = deque((h[n_agree:] for h in self._history), maxlen=self.n)
         return SourceState(tuple(self._committed), tuple(fresh[len(new) :]), tuple(new))
@@ -82,6 +91,14 @@ class LocalAgreement:
             if [normalise(w) for w in words[:size]] == tail[-size:]:
                 return words[size:]
         return words
+
+
+def _agreed_punctuation(column: Sequence[Word]) -> Word:
+    """The newest hypothesis's word, without a sentence end the hypotheses do not all have."""
+    newest = column[-1]
+    if ends_sentence(newest.text) and not all(ends_sentence(w.text) for w in column):
+        return replace(newest, text=newest.text.rstrip(SENTENCE_MARKS))
+    return newest
 
 
 def _common_prefix_length(hypotheses: list[list[Word]]) -> int:

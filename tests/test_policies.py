@@ -174,8 +174,8 @@ def test_local_agreement_commits_what_two_hypotheses_share():
     assert [x.text for x in second.new] == [" The", " cat"]
     assert [x.text for x in second.tentative] == [" sat"]
     third = la.update([w(" The", 0), w(" cat", 300), w(" sat.", 600), w(" It", 900)])
-    assert [x.text for x in third.new] == [" sat."]
-    assert [x.text for x in la.committed] == [" The", " cat", " sat."]
+    assert [x.text for x in third.new] == [" sat"]  # the earlier hypothesis had no full stop
+    assert [x.text for x in la.committed] == [" The", " cat", " sat"]
 
 
 def test_local_agreement_never_changes_committed_words():
@@ -194,3 +194,21 @@ def test_local_agreement_drops_a_repeat_of_the_committed_tail():
     # The window still holds the last word, recognised with slightly earlier times.
     state_ = la.update([w(" world", 280), w(" again", 600)])
     assert [x.text for x in state_.new] == [" again"]
+
+
+def test_a_full_stop_that_ends_the_hypothesis_waits_for_the_speaker_to_go_on():
+    la = LocalAgreement(2)
+    la.update([w(" The", 0), w(" cat.", 300)])
+    held = la.update([w(" The", 0), w(" cat.", 300)])
+    assert [x.text for x in held.new] == [" The"]  # the recogniser ends every hypothesis with "."
+    assert [x.text for x in held.tentative] == [" cat."]
+    went_on = la.update([w(" The", 0), w(" cat", 300), w(" sat", 600)])
+    assert [x.text for x in went_on.new] == [" cat"]  # committed as spoken on: no sentence end
+    assert [x.text for x in la.commit_all([w(" cat", 300), w(" sat.", 600)]).new] == [" sat."]
+
+
+def test_a_sentence_end_only_one_hypothesis_has_is_dropped():
+    la = LocalAgreement(2)
+    la.update([w(" made", 0), w(" famous", 300), w(" after", 600)])
+    state_ = la.update([w(" made", 0), w(" famous.", 300), w(" After", 600), w(" a", 900)])
+    assert [x.text for x in state_.new] == [" made", " famous", " After"]
