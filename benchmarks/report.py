@@ -38,6 +38,8 @@ NOTES = """\
 - **First commit** is the mean time from the start of speech (the VAD's segment start) to
   the first committed unit. **NE** is normalized erasure (flicker): units retracted from the
   displayed target text (committed + tentative) ÷ final units; an append-only display scores 0.
+  **NE committed** is the same for the committed text alone, in characters (a word that gains its
+  comma is not a retraction); committed text is never retracted, so it must be 0.
 - **RTF** = compute time ÷ audio duration on this machine (below 1 keeps up live).
 - **Translator alone**: each sentence sent to the translator as the cascade sends a complete
   sentence; **tok/s** = generated target tokens ÷ time in translate(), prefill included;
@@ -83,7 +85,8 @@ QUALITY_HEADER = (
 
 LATENCY_HEADER = (
     "system", "knob", "pair", "unit", "LAAL", "LAAL CA", "AL", "AL CA", "DAL", "DAL CA", "AP", "AP CA",
-    "ATD", "ATD CA", "StartOffset", "EndOffset", "first commit", "first commit CA", "NE", "RTF", "offline RTF",
+    "ATD", "ATD CA", "StartOffset", "EndOffset", "first commit", "first commit CA", "NE", "NE committed", "RTF",
+    "offline RTF",
 )  # fmt: skip
 
 MT_HEADER = ("dataset", "pair", "sentences", "BLEU", "chrF", "tok/s", "s/sentence", "cut by cap", "BLEU signature")
@@ -129,10 +132,45 @@ def latency_table(runs: Sequence[RunScores]) -> str:
                 _seconds(nca.atd_ms), _seconds(ca.atd_ms),
                 _seconds(nca.start_offset_ms), _seconds(nca.end_offset_ms),
                 _seconds(r.first_commit_ms), _seconds(r.first_commit_ca_ms),
-                _num(r.normalized_erasure, 2), _num(r.rtf, 2), _num(r.offline_rtf, 2),
+                _num(r.normalized_erasure, 2), _num(r.committed_erasure, 2), _num(r.rtf, 2), _num(r.offline_rtf, 2),
             )
         )  # fmt: skip
     return table(LATENCY_HEADER, rows)
+
+
+STEPS_HEADER = (
+    "system", "knob", "pair", "steps", "skipped (stale)", "prompt tokens / step", "prefill tokens / step",
+    "fallbacks",
+)  # fmt: skip
+
+
+def steps_table(runs: Sequence[RunScores]) -> str:
+    """The direct path's steps: how many ran and were skipped, and the translator's prompt per
+    step without the KV cache (all prompt tokens) and with it (tokens evaluated)."""
+    rows = []
+    for r in runs:
+        if r.steps is None:
+            continue
+        n = r.steps.n_steps or 1
+        rows.append(
+            (
+                r.system, _knob(r), r.pair, str(r.steps.n_steps), str(r.steps.n_skipped_steps),
+                _num(r.steps.n_prompt_tokens / n), _num(r.steps.n_prefill_tokens / n), str(r.steps.n_fallbacks),
+            )
+        )  # fmt: skip
+    return table(STEPS_HEADER, rows) if rows else ""
+
+
+def _steps_section(runs: Sequence[RunScores], heading: str) -> list[str]:
+    steps = steps_table(runs)
+    return [heading, STEPS_NOTE, steps] if steps else []
+
+
+STEPS_NOTE = (
+    "Each step of the direct path re-transcribes the open window and asks the translator for a "
+    "continuation; tokens per step count its prompt, flushes included. Without the KV cache every "
+    "prompt token is evaluated at every step; with it only the part after the cached prefix is.\n\n"
+)
 
 
 def mt_table(scores: Sequence[MTScores]) -> str:
@@ -179,6 +217,7 @@ def folder_report(results: BenchResults) -> str:
         parts += [
             "\n## Quality\n\n", quality_table(results.runs),
             "\n## Latency (seconds)\n\n", latency_table(results.runs),
+            *_steps_section(results.runs, "\n## Direct path steps\n\n"),
             "\n## sacrebleu signatures\n\n", signatures(results.runs),
             errors_section(results.runs),
         ]  # fmt: skip
@@ -285,6 +324,7 @@ def results_document(document: ResultsDocument) -> str:
             f"\n![quality retention against LAAL]({document.curve_name})\n",
             "\n### Quality\n\n", quality_table(runs),
             "\n### Latency (seconds)\n\n", latency_table(runs),
+            *_steps_section(runs, "\n### Direct path steps\n\n"),
             "\n### sacrebleu signatures\n\n", signatures(runs),
             errors_section(runs),
         ]  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from streamst.benchmarks.datasets import DatasetError
 from streamst.benchmarks.mt import MTScores
-from streamst.benchmarks.scoring import QualityScores, RunScores
+from streamst.benchmarks.scoring import QualityScores, RunScores, StepCounts
 
 from streamst.metrics import LatencyScores
 
@@ -141,6 +141,7 @@ def _run_from_json(record: dict[str, Any]) -> RunScores:
     values["latency_ca"] = LatencyScores(**record["latency_ca"])
     values["errors"] = tuple(record.get("errors", ()))
     values["offline_errors"] = tuple(record.get("offline_errors", ()))
+    values["steps"] = StepCounts(**record["steps"]) if record.get("steps") else None
     return RunScores(**values)
 
 

@@ -6,7 +6,8 @@ duration, so events and decisions are exact and repeatable, and the compute time
 push()/finish() call is measured separately with ``time.perf_counter``.
 
 Wall clock at 1×: the audio is released as a live microphone would release it; every push
-takes all audio that has "arrived" by then, so a slow engine falls behind as it would live.
+takes all audio that has "arrived" by then, so a slow engine falls behind as it would live,
+and the session runs with its live options (stale steps skipped, compute budget on).
 
 Which session options a (mode, policy, knob) triple means is decided in one place,
 :func:`session_options`.
@@ -23,13 +24,18 @@ from typing import Any, Literal
 
 import numpy as np
 from streamst.benchmarks.datasets import Pair, SpeechInstance
-from streamst.benchmarks.scoring import CallRecord, CommitTracker, StreamOutput
+from streamst.benchmarks.scoring import (
+    CallRecord,
+    CommitTracker,
+    StepCounts,
+    StreamOutput,
+)
 
 from streamst.clock import SimulatedClock, WallClock
 from streamst.engine import MODES, Engine
 from streamst.errors import OptionsError
 from streamst.sessions.cascade import CascadeOptions
-from streamst.sessions.direct import DirectOptions
+from streamst.sessions.direct import DirectOptions, DirectStats
 from streamst.types import SAMPLES_PER_MS
 from streamst.vad import VADOptions
 
@@ -87,7 +93,7 @@ POLICIES: dict[str, dict[str, PolicySpec]] = {
             "direct",
             "la",
             "n",
-            (2, 3),
+            (2, 3, 4, 5),
             "commit the prefix the last n translations of the source so far agree on",
             _direct("la"),
         ),
@@ -144,6 +150,15 @@ def session_options(mode: str, policy: str, knob: float) -> Any:
     return policy_spec(mode, policy).build(knob)
 
 
+def live_options(options: Any) -> Any:
+    """The options as a live stream runs them: stale steps are skipped when the engine falls
+    behind, and the direct path's compute budget applies (the cascade takes over past it)."""
+    options = replace(options, skip_stale_steps=True)
+    if isinstance(options, DirectOptions):
+        options = replace(options, max_compute_ratio=DirectOptions.max_compute_ratio)
+    return options
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One streaming configuration on one pair."""
@@ -187,8 +202,10 @@ def stream_instance(engine: Engine, instance: SpeechInstance, run: RunSpec, sett
     """
     audio = instance.load_audio()
     audio_ms = len(audio) / SAMPLES_PER_MS
-    options = session_options(run.mode, run.policy, run.knob)
     wall = settings.clock == "wall"
+    options = session_options(run.mode, run.policy, run.knob)
+    if wall:
+        options = live_options(options)
     clock = WallClock() if wall else SimulatedClock()
     session = engine.session(run.pair.source.code, run.pair.target.code, mode=run.mode, clock=clock, options=options)
     timed = _TimedSession(session, CommitTracker(run.pair.target), wall)
@@ -202,7 +219,14 @@ def stream_instance(engine: Engine, instance: SpeechInstance, run: RunSpec, sett
     except Exception as e:  # noqa: BLE001 - a failing engine call must not end the whole benchmark
         error = f"{type(e).__name__}: {e}"
         log.error("%s %s %s failed at %.0f ms of audio: %s", run.name, run.pair.name, instance.id, timed.fed_ms, error)
-    return timed.output(instance.id, audio_ms, error)
+    return timed.output(instance.id, audio_ms, error, _step_counts(session))
+
+
+def _step_counts(session: Any) -> StepCounts | None:
+    stats = getattr(session, "stats", None)
+    if not isinstance(stats, DirectStats):
+        return None
+    return StepCounts(stats.n_steps, stats.n_skipped_steps, stats.n_prompt_tokens, stats.n_prefill_tokens, stats.n_fallbacks)
 
 
 class _TimedSession:
@@ -236,7 +260,7 @@ class _TimedSession:
         else:
             self.tracker.observe(events, compute_ms=self.compute_ms)
 
-    def output(self, instance_id: str, audio_ms: float, error: str) -> StreamOutput:
+    def output(self, instance_id: str, audio_ms: float, error: str, steps: StepCounts | None) -> StreamOutput:
         return StreamOutput(
             instance_id,
             self.tracker.output_segments(),
@@ -246,6 +270,8 @@ class _TimedSession:
             tuple(self.calls),
             wall_clock=self.wall_clock,
             error=error,
+            committed=self.tracker.committed,
+            steps=steps,
         )
 
 

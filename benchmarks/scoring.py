@@ -20,6 +20,7 @@ stream one per clip. Times are taken relative to the reference segment's start.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import statistics
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,26 @@ class CallRecord:
 
 
 @dataclass(frozen=True)
+class StepCounts:
+    """What the direct path's steps did in a stream, or summed over a run."""
+
+    n_steps: int = 0  # steps run (re-transcribe, propose, decide)
+    n_skipped_steps: int = 0  # steps skipped as stale because the engine was behind the audio
+    n_prompt_tokens: int = 0  # translator prompt tokens over all steps: what a step without a cache evaluates
+    n_prefill_tokens: int = 0  # of those, evaluated (not reused from the KV cache)
+    n_fallbacks: int = 0  # segments the cascade finished
+
+    def __add__(self, other: StepCounts) -> StepCounts:
+        return StepCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+
+def step_counts(outputs: Sequence[StreamOutput]) -> StepCounts | None:
+    """The step counts of a run, summed over its streams; None when no stream has any."""
+    counts = [o.steps for o in outputs if o.steps is not None]
+    return sum(counts, StepCounts()) if counts else None
+
+
+@dataclass(frozen=True)
 class StreamOutput:
     """Everything a run of one instance produced that scoring needs."""
 
@@ -77,6 +98,8 @@ class StreamOutput:
     calls: tuple[CallRecord, ...] = ()  # per call, in order
     wall_clock: bool = False  # elapsed is wall time at 1× (True) or delay + compute (False)
     error: str = ""  # why the run of this instance stopped early; "" when it completed
+    committed: tuple[tuple[str, ...], ...] = ()  # committed target characters after each event
+    steps: StepCounts | None = None  # the direct path's step counts; None for the cascade
 
     def elapsed_origin_ms(self, start_ms: float) -> float:
         """The elapsed time at which the audio at ``start_ms`` had been fed.
@@ -109,7 +132,8 @@ class ScoredSegment:
 @dataclass
 class _OpenSegment:
     units: list[TimedUnit] = field(default_factory=list)
-    text: str = ""
+    text: str = ""  # the committed deltas, joined
+    claimed: str = ""  # the committed text the last event stated
     tentative: str = ""
     start_ms: float = 0.0
     end_ms: float = 0.0
@@ -122,6 +146,7 @@ class CommitTracker:
         self.target = target
         self._segments: dict[int, _OpenSegment] = {}
         self._displayed: list[tuple[str, ...]] = []
+        self._committed: list[tuple[str, ...]] = []
 
     def observe(self, events: Iterable[Event], compute_ms: float = 0.0, wall_ms: float | None = None) -> None:
         """Events returned by one call, after ``compute_ms`` of compute in all calls so far
@@ -134,11 +159,13 @@ class CommitTracker:
     def _observe(self, event: Event, elapsed_ms: float) -> None:
         segment = self._segments.setdefault(event.segment_id, _OpenSegment())
         segment.text += event.committed_delta
+        segment.claimed = event.committed_text
         segment.tentative = "" if isinstance(event, FinalEvent) else event.tentative_text
         segment.start_ms, segment.end_ms = event.start_ms, event.end_ms
         elapsed_ms = max(elapsed_ms, float(event.audio_ms))
         self._update_units(segment, float(event.audio_ms), elapsed_ms, event.segment_id)
         self._displayed.append(self._display_units())
+        self._committed.append(self._committed_chars())
 
     def _update_units(self, segment: _OpenSegment, delay_ms: float, elapsed_ms: float, segment_id: int) -> None:
         current = metrics.units(segment.text, self.target.code)
@@ -160,6 +187,10 @@ class CommitTracker:
             shown += metrics.units(segment.text + segment.tentative, self.target.code)
         return tuple(shown)
 
+    def _committed_chars(self) -> tuple[str, ...]:
+        """Characters, not units: a word that gains its comma ("Haus" → "Haus,") only grows."""
+        return tuple("\n".join(self._segments[i].claimed for i in sorted(self._segments)))
+
     def output_segments(self) -> tuple[OutputSegment, ...]:
         """The segments with committed text, in order, times non-decreasing along the output."""
         out = []
@@ -176,7 +207,14 @@ class CommitTracker:
 
     @property
     def displayed(self) -> tuple[tuple[str, ...], ...]:
+        """Committed + tentative units on display after each event."""
         return tuple(self._displayed)
+
+    @property
+    def committed(self) -> tuple[tuple[str, ...], ...]:
+        """Committed characters after each event, as the events state them (``committed_text``),
+        so a session that retracts committed text shows here even though deltas only append."""
+        return tuple(self._committed)
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,12 +310,14 @@ class RunScores:
     latency_ca: LatencyScores  # computation-aware
     first_commit_ms: float | None  # mean over segments, from speech start to first unit
     first_commit_ca_ms: float | None
-    normalized_erasure: float
+    normalized_erasure: float  # of the displayed text, committed + tentative
     rtf: float  # compute time / audio time
     offline_rtf: float | None
     instances_log: str  # path of the SimulEval instance log, relative to the output folder
     errors: tuple[str, ...] = ()  # "<instance id>: <error>" for each instance whose run failed
     offline_errors: tuple[str, ...] = ()  # the same for the offline run
+    committed_erasure: float = 0.0  # normalized erasure of committed text, in characters; 0 by contract
+    steps: StepCounts | None = None  # the direct path's steps, summed over the streams
 
     @property
     def system(self) -> str:
@@ -311,8 +351,9 @@ def mean_first_commit_ms(segments: Sequence[ScoredSegment], computation_aware: b
     return float(statistics.mean(present)) if present else None
 
 
-def corpus_erasure(outputs: Sequence[StreamOutput]) -> Erasure:
-    return metrics.corpus_erasure(metrics.erasure(o.displayed) for o in outputs)
+def corpus_erasure(outputs: Sequence[StreamOutput], committed_only: bool = False) -> Erasure:
+    """Erasure of the displayed text, or of the committed text alone (``committed_only``)."""
+    return metrics.corpus_erasure(metrics.erasure(o.committed if committed_only else o.displayed) for o in outputs)
 
 
 def errors_of(outputs: Sequence[StreamOutput]) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from streamst.benchmarks.scoring import (
     references_of,
     retention,
     scored_segments,
+    step_counts,
 )
 
 from streamst.engine import Engine
@@ -167,4 +168,6 @@ def _run_scores(
         instances_log=str((log_dir / "instances.log").relative_to(output_dir)),
         errors=errors_of(streamed.outputs),
         offline_errors=errors_of(offline.outputs) if offline else (),
+        committed_erasure=corpus_erasure(streamed.outputs, committed_only=True).normalized,
+        steps=step_counts(streamed.outputs),
     )

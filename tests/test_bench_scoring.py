@@ -94,6 +94,16 @@ def test_displayed_text_tracks_flicker() -> None:
     assert displayed == (("ein", "roter"), ("ein", "blauer", "Hund"), ("ein", "blauer", "Hund."))
     erasure = metrics.erasure(displayed)
     assert (erasure.n_erased_units, erasure.n_final_units) == (2, 3)
+    # The flicker was all in the tentative tail: the committed text only grew.
+    assert ["".join(c) for c in tracker.committed] == ["", "ein", "ein blauer Hund."]
+    assert metrics.erasure(tracker.committed).normalized == 0
+
+
+def test_committed_text_that_shrinks_counts_as_erasure() -> None:
+    tracker = CommitTracker(DE)
+    tracker.observe([partial(0, "ein roter", "ein roter", 1000)])
+    tracker.observe([final(0, "ein blauer", "", 1500)])  # a session that broke its contract
+    assert metrics.erasure(tracker.committed).n_erased_units == len("roter")
 
 
 # ---------------------------------------------------------------------------------------
