@@ -37,7 +37,7 @@ MIN_BUDGET_AUDIO_MS = 3_000  # the compute budget is checked once a segment has 
 class DirectOptions:
     policy: str = "wait-k"  # wait-k | la | confidence
     knob: float | None = None  # k, n or tau; None takes the policy's default
-    step_ms: int = 1_000  # re-transcribe and decide after this much new audio
+    step_ms: int = 500  # re-transcribe and decide after this much new audio
     agreement_n: int = 2  # hypotheses that must agree before a source word is stable
     max_compute_ratio: float = 1.5  # compute per audio in a segment before the cascade takes over
     skip_stale_steps: bool = False  # when audio arrives faster than steps run, do only the latest
