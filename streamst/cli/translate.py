@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", "-f", default="text", choices=FORMATS, help="output format (default: text)")
     p.add_argument("--output", "-o", help="write output to this file instead of stdout")
     p.add_argument("--chunk-ms", type=int, default=100, help="audio fed per push, in ms (default: 100)")
-    p.add_argument("--step-ms", type=int, help=f"re-transcribe every N ms (default: {CascadeOptions.step_ms})")
+    p.add_argument("--step-ms", type=int, help=f"re-transcribe every N ms (default: {DirectOptions.step_ms} direct, {CascadeOptions.step_ms} cascade)")
     p.add_argument("--min-silence-ms", type=int, default=VADOptions.min_silence_ms, help="silence ending a segment")
     p.add_argument("--max-segment-ms", type=int, default=VADOptions.max_segment_ms, help="longest segment")
     p.add_argument("--vad-threshold", type=float, default=VADOptions.threshold, help="speech probability")
