@@ -81,7 +81,9 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", default="simulated", choices=CLOCKS, help="simulated (exact) or wall (1x live)")
     p.add_argument("--chunk-ms", type=_positive_int, default=DEFAULT_CHUNK_MS, help="audio per push in ms")
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference (no retention)")
-    p.add_argument("--curve-metric", default="bleu", choices=("bleu", "chrf"), help="retention plotted")
+    p.add_argument(
+        "--curve-metric", choices=("bleu", "chrf"), help="plot only this retention (default: BLEU and chrF)"
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -97,7 +99,9 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("folders", nargs="+", help="output folders of `run` and `mt`")
     p.add_argument("--results", required=True, help="markdown file to write, e.g. benchmarks/RESULTS.md")
     p.add_argument("--curve", help="curve to write (default: curve.png beside --results)")
-    p.add_argument("--curve-metric", default="bleu", choices=("bleu", "chrf"), help="retention plotted")
+    p.add_argument(
+        "--curve-metric", choices=("bleu", "chrf"), help="plot only this retention (default: BLEU and chrF)"
+    )
     p.add_argument("--note", action="append", default=[], help="a line about the machine or conditions (repeatable)")
     p.set_defaults(func=cmd_report)
 
@@ -231,10 +235,14 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results.save(bench, output)
     (output / REPORT_NAME).write_text(report.folder_report(bench), encoding="utf-8")
     if not args.no_offline:
-        draw_curve(runs, output / CURVE_NAME, args.curve_metric)
+        draw_curve(runs, output / CURVE_NAME, _curve_metrics(args))
     _print_signatures(runs)
     print(f"{PROG}: wrote {output / results.SCORES_NAME}, {output / REPORT_NAME}", file=sys.stderr)
     return 0
+
+
+def _curve_metrics(args: argparse.Namespace) -> tuple[str, ...]:
+    return (args.curve_metric,) if args.curve_metric else ("bleu", "chrf")
 
 
 def _print_signatures(runs: Sequence) -> None:
@@ -281,7 +289,7 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     curve_path = Path(args.curve) if args.curve else results_path.with_name(CURVE_NAME)
     runs = [r for res in loaded for r in res.runs]
     if runs:
-        draw_curve(runs, curve_path, args.curve_metric)
+        draw_curve(runs, curve_path, _curve_metrics(args))
     document = report.ResultsDocument(
         results=loaded,
         report_command=results.command_line(argv),

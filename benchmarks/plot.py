@@ -2,9 +2,10 @@
 
 Each point pools its system's runs at one knob value over the pairs with an offline score
 above 0: retention is the sum of streaming scores over the sum of offline scores (see
-``scoring.pooled_retention``), LAAL the mean over those pairs. The left panel uses
-non-computation-aware LAAL, the right one the computation-aware LAAL of the same runs on
-this machine; 100% is the offline run of the same models.
+``scoring.pooled_retention``), LAAL the mean over those pairs. The left panels use
+non-computation-aware LAAL, the right ones the computation-aware LAAL of the same runs on
+this machine; one row per retention metric (BLEU, chrF); 100% is the offline run of the
+same models.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ log = logging.getLogger("streamst.benchmarks.plot")
 
 MS_PER_S = 1000
 RetentionMetric = Literal["bleu", "chrf"]
-FIGURE_SIZE_IN = (10.0, 4.8)
+RETENTION_METRICS: tuple[RetentionMetric, ...] = ("bleu", "chrf")
+METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF"}
+PANEL_SIZE_IN = (5.0, 4.4)
 DPI = 150
 PERCENT = 100
 Y_MARGIN_PERCENT = 10  # room above and below the points
@@ -78,9 +81,12 @@ def curve_points(runs: Sequence[RunScores], metric: RetentionMetric = "bleu") ->
 
 
 def draw_curve(
-    runs: Sequence[RunScores], path: str | Path, metric: RetentionMetric = "bleu", title: str | None = None
+    runs: Sequence[RunScores],
+    path: str | Path,
+    metrics: Sequence[RetentionMetric] = RETENTION_METRICS,
+    title: str | None = None,
 ) -> Path:
-    """Draw the curve into ``path`` (PNG) and return it."""
+    """Draw the curve into ``path`` (PNG), a row of panels per retention metric, and return it."""
     try:
         import matplotlib
 
@@ -90,15 +96,20 @@ def draw_curve(
         from streamst.errors import StreamstError
 
         raise StreamstError("drawing curve.png needs matplotlib: pip install 'streamst[bench]'") from e
-    points = curve_points(runs, metric)
-    figure, (nca_axes, ca_axes) = plt.subplots(1, 2, figsize=FIGURE_SIZE_IN, dpi=DPI, sharey=True)
-    _draw_panel(nca_axes, points, computation_aware=False)
-    _draw_panel(ca_axes, points, computation_aware=True)
-    values = [PERCENT * p.retention for p in points] or [PERCENT]
-    bottom = max(0.0, min(min(values), PERCENT) - Y_MARGIN_PERCENT)
-    nca_axes.set_ylim(bottom, max(max(values), PERCENT) + Y_MARGIN_PERCENT)
-    nca_axes.set_ylabel(f"quality retention, {'BLEU' if metric == 'bleu' else 'chrF'} (% of offline)")
-    nca_axes.legend(fontsize=7, loc="lower right")
+    width_in, height_in = PANEL_SIZE_IN
+    figure, grid = plt.subplots(
+        len(metrics), 2, figsize=(2 * width_in, len(metrics) * height_in), dpi=DPI, squeeze=False
+    )
+    for (nca_axes, ca_axes), metric in zip(grid, metrics, strict=True):
+        points = curve_points(runs, metric)
+        _draw_panel(nca_axes, points, computation_aware=False)
+        _draw_panel(ca_axes, points, computation_aware=True)
+        values = [PERCENT * p.retention for p in points] or [PERCENT]
+        bottom = max(0.0, min(min(values), PERCENT) - Y_MARGIN_PERCENT)
+        for axes in (nca_axes, ca_axes):
+            axes.set_ylim(bottom, max(max(values), PERCENT) + Y_MARGIN_PERCENT)
+        nca_axes.set_ylabel(f"quality retention, {METRIC_NAMES[metric]} (% of offline)")
+        nca_axes.legend(fontsize=7, loc="lower right")
     figure.suptitle(title or "Quality retention in streaming translation")
     figure.tight_layout()
     path = Path(path)
