@@ -9,7 +9,7 @@ import pytest
 from streamst.benchmarks import report, results
 from streamst.benchmarks.mt import MTScores
 from streamst.benchmarks.plot import curve_points, draw_curve
-from streamst.benchmarks.scoring import QualityScores, RunScores
+from streamst.benchmarks.scoring import QualityScores, RunScores, StepCounts, StreamOutput, step_counts
 
 from streamst.metrics import LatencyScores
 
@@ -174,3 +174,16 @@ def test_wall_clock_runs_are_their_own_line() -> None:
     wall = dataclasses.replace(RUNS[0], clock="wall")
     assert wall.system == "cascade/sentence (wall 1x)"
     assert {p.system for p in curve_points((wall, RUNS[0]))} == {"cascade/sentence", "cascade/sentence (wall 1x)"}
+
+
+def test_direct_step_counts_are_summed_reported_and_saved(tmp_path: Path) -> None:
+    per_stream = [StepCounts(10, 1, 400, 100, 0), StepCounts(10, 0, 600, 150, 1)]
+    outputs = [StreamOutput("x", (), (), 1.0, 1.0, steps=s) for s in per_stream] + [StreamOutput("y", (), (), 1.0, 1.0)]
+    steps = step_counts(outputs)
+    assert steps == StepCounts(20, 1, 1000, 250, 1)
+    direct = dataclasses.replace(RUNS[0], mode="direct", policy="wait-k", knob_name="k", knob=1, steps=steps)
+    text = report.folder_report(results.BenchResults(meta("streamst-bench run"), runs=(direct, RUNS[1])))
+    assert "| direct/wait-k | k=1 | en-de | 20 | 1 | 50.0 | 12.5 | 1 |" in text
+    results.save(results.BenchResults(meta("streamst-bench run"), runs=(direct,)), tmp_path)
+    assert results.load(tmp_path).runs[0].steps == steps
+    assert step_counts(outputs[2:]) is None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 
 import numpy as np
 import pytest
 from streamst.benchmarks import runner
 from streamst.benchmarks.datasets import ReferenceSegment, SpeechInstance, parse_pairs
-from streamst.benchmarks.runner import RunSpec, StreamSettings, session_options, stream_instance
+from streamst.benchmarks.runner import RunSpec, StreamSettings, live_options, session_options, stream_instance
 from streamst.benchmarks.scoring import (
     CallRecord,
     CommitTracker,
@@ -24,6 +25,7 @@ from streamst import metrics
 from streamst.errors import OptionsError
 from streamst.languages import resolve
 from streamst.sessions.cascade import CascadeOptions
+from streamst.sessions.direct import DirectOptions
 from streamst.types import SAMPLES_PER_MS, FinalEvent, PartialEvent
 
 DE = resolve("de")
@@ -234,6 +236,14 @@ def test_session_options_map_knobs() -> None:
         session_options("telepathy", "sentence", 1)
     with pytest.raises(OptionsError, match="step_ms"):
         session_options("cascade", "sentence", 50)
+
+
+def test_wall_clock_runs_use_the_live_options() -> None:
+    simulated = session_options("direct", "wait-k", 2)
+    assert simulated.skip_stale_steps is False and math.isinf(simulated.max_compute_ratio)
+    live = live_options(simulated)
+    assert live.skip_stale_steps is True and live.max_compute_ratio == DirectOptions.max_compute_ratio
+    assert live.knob == 2 and live_options(session_options("cascade", "sentence", 500)).skip_stale_steps is True
 
 
 def test_stream_settings_are_checked() -> None:
