@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     speech = parser.add_argument_group("languages and translation")
     speech.add_argument("--source", "-s", help="spoken language: en, zh, de, German, … (required)")
     speech.add_argument("--target", "-t", help="caption language (required)")
-    speech.add_argument("--mode", choices=MODES, help="direct (commits while you speak) or cascade (server default)")
+    speech.add_argument("--mode", choices=MODES, help="direct (commits while you speak) or cascade (default: the server's)")
     speech.add_argument("--policy", help="direct mode's policy: wait-k, la or confidence")
     speech.add_argument("--knob", type=float, help="the policy's latency knob (k, n or tau)")
     speech.add_argument("--step-ms", type=int, help="new audio (ms) that triggers the next step")

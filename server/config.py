@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamst.errors import OptionsError
-from streamst.options import MODES
+from streamst.options import DEFAULT_MODE, MODES
 from streamst.server.limits import Limits
 
 DEFAULT_PORT = 8765
@@ -22,7 +22,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own; () allows any
     funasr_source: str = "zh"  # spoken language of FunASR clients that do not name one
     funasr_target: str = "en"  # caption language of FunASR clients that do not name one
-    default_mode: str = "cascade"  # mode of streams that name none (FunASR clients never do)
+    default_mode: str = DEFAULT_MODE  # mode of streams that name none (FunASR clients never do)
     realtime: bool = True  # live streams skip stale intermediate steps when the models fall behind
     preload: bool = True  # load the models at startup (else on the first session)
     certfile: str | None = None  # TLS certificate (PEM) for wss:// and https://

@@ -20,7 +20,7 @@ from streamst.encoders.sensevoice import SenseVoiceOptions, load_sensevoice
 from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
 from streamst.errors import LanguageError, ModelError, OptionsError
 from streamst.languages import Language, resolve
-from streamst.options import MODES
+from streamst.options import DEFAULT_MODE, MODES
 from streamst.punctuation import PassThroughPunctuator, Punctuator
 from streamst.sessions.base import Components, SegmentedSession
 from streamst.sessions.cascade import CascadeOptions, CascadeSession
@@ -84,7 +84,7 @@ class Engine:
         self,
         source: str,
         target: str,
-        mode: str = "cascade",
+        mode: str = DEFAULT_MODE,
         clock: Clock | None = None,
         options: CascadeOptions | DirectOptions | None = None,
     ) -> SegmentedSession:

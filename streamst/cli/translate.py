@@ -16,7 +16,7 @@ from streamst.audio import decode_audio
 from streamst.clock import WallClock
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import AudioError, OptionsError
-from streamst.options import MODES, session_options
+from streamst.options import DEFAULT_MODE, MODES, session_options
 from streamst.policies import POLICIES
 from streamst.sessions.cascade import CascadeOptions
 from streamst.sessions.direct import DirectOptions
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("audio", help="audio file (wav, flac, ogg/opus, mp3, ...)")
     p.add_argument("--source", "-s", required=True, help="spoken language, e.g. en, de, zh")
     p.add_argument("--target", "-t", required=True, help="translation language, e.g. zh, en, ja")
-    p.add_argument("--mode", default="cascade", choices=MODES, help="translation path (default: cascade)")
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help="translation path (default: %(default)s)")
     p.add_argument("--policy", choices=tuple(POLICIES), help="direct mode: when to commit (default: wait-k)")
     p.add_argument("--k", type=int, help="wait-k: target words trail the stable source by k words")
     p.add_argument("--n", type=int, help="la: commit what the last n translations agree on")
