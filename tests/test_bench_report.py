@@ -187,3 +187,17 @@ def test_direct_step_counts_are_summed_reported_and_saved(tmp_path: Path) -> Non
     results.save(results.BenchResults(meta("streamst-bench run"), runs=(direct,)), tmp_path)
     assert results.load(tmp_path).runs[0].steps == steps
     assert step_counts(outputs[2:]) is None
+
+
+def test_fastest_table_picks_the_lowest_latency_that_keeps_the_goal() -> None:
+    def direct(knob: float, laal_ms: float, bleu: float) -> RunScores:
+        run = run_scores("sentence", knob, "en-de", laal_ms, bleu, 20.0)
+        return dataclasses.replace(run, mode="direct", policy="wait-k", knob_name="k")
+
+    runs = [direct(1, 1500, 15.0), direct(2, 1800, 18.0), direct(3, 2500, 19.0), RUNS[0], RUNS[2]]
+    text = report.fastest_table(runs)
+    # k=1 is faster but keeps 75% < 85%; k=2 keeps 90%. The cascade's fastest is step_ms=500.
+    assert "| en-de | wait-k k=2 | 1.80 | 90% | 90% | 0.00 | sentence step_ms=500 | 2.00 | 90% | -0.20 |" in text
+    only_poor = report.fastest_table([direct(1, 1500, 15.0), direct(2, 1600, 12.0)])
+    assert "wait-k k=1 (misses the goal)" in only_poor
+    assert report.fastest_table(RUNS) == ""  # no direct runs
