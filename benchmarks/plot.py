@@ -29,6 +29,8 @@ PANEL_SIZE_IN = (5.0, 4.4)
 DPI = 150
 PERCENT = 100
 Y_MARGIN_PERCENT = 10  # room above and below the points
+LEGEND_COLUMNS = 3
+LEGEND_ROW_FRACTION = 0.035  # of one panel row's height, per legend row
 LABEL_STAGGER_PT = 9  # vertical step between the knob labels of one line, so close points stay legible
 
 
@@ -109,9 +111,12 @@ def draw_curve(
         for axes in (nca_axes, ca_axes):
             axes.set_ylim(bottom, max(max(values), PERCENT) + Y_MARGIN_PERCENT)
         nca_axes.set_ylabel(f"quality retention, {METRIC_NAMES[metric]} (% of offline)")
-        nca_axes.legend(fontsize=7, loc="lower right")
+    # One legend under the panels, so it hides no point.
+    handles, labels = grid[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=LEGEND_COLUMNS, fontsize=7, frameon=False)
     figure.suptitle(title or "Quality retention in streaming translation")
-    figure.tight_layout()
+    legend_rows = -(-len(labels) // LEGEND_COLUMNS)
+    figure.tight_layout(rect=(0, LEGEND_ROW_FRACTION * legend_rows / len(metrics), 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
