@@ -81,14 +81,6 @@ def _direct(policy: str) -> Callable[[float], DirectOptions]:
 
 POLICIES: dict[str, dict[str, PolicySpec]] = {
     "direct": {
-        "wait-k": PolicySpec(
-            "direct",
-            "wait-k",
-            "k",
-            (1, 2, 3, 5),
-            "commit target words trailing the stable source by k words",
-            _direct("wait-k"),
-        ),
         "la": PolicySpec(
             "direct",
             "la",
@@ -96,6 +88,14 @@ POLICIES: dict[str, dict[str, PolicySpec]] = {
             (2, 3, 4, 5),
             "commit the prefix the last n translations of the source so far agree on",
             _direct("la"),
+        ),
+        "wait-k": PolicySpec(
+            "direct",
+            "wait-k",
+            "k",
+            (1, 2, 3, 5),
+            "commit target words trailing the stable source by k words",
+            _direct("wait-k"),
         ),
         "confidence": PolicySpec(
             "direct",

@@ -11,7 +11,7 @@ from streamst.sessions.direct import DirectOptions
 from streamst.vad import VADOptions
 
 MODES = ("direct", "cascade")
-DEFAULT_MODE = "cascade"  # the mode of a stream that names none: CLI, server, Engine.session
+DEFAULT_MODE = "direct"  # the mode of a stream that names none: CLI, server, Engine.session
 
 
 def session_options(

@@ -245,8 +245,14 @@ def test_misbehaving_clients_leave_a_real_session_unaffected(engine, fleurs, cap
     async def main():
         async with running(engine, config) as app:
             url = f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}"
+            # The cascade: its text does not depend on which steps ran, so the quality floor below
+            # tests isolation. A live direct stream skips stale steps under this load, and its
+            # committed text legitimately varies with that.
             real = asyncio.create_task(
-                stream_audio(url, audio_48k, "en", "zh", sample_rate_hz=48_000, sample_format="float32", frame_ms=40)
+                stream_audio(
+                    url, audio_48k, "en", "zh", sample_rate_hz=48_000, sample_format="float32", frame_ms=40,
+                    mode="cascade",
+                )
             )
             silent_reader = await _never_reads(app.ports[0], silence_ms=500)
             outcomes = await asyncio.gather(

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamst import wire
 from streamst.engine import Engine
-from streamst.options import MODES
+from streamst.options import DEFAULT_MODE, MODES
 from streamst.server.app import App
 from streamst.server.config import ServerConfig
 from streamst.server.limits import Limits
@@ -92,8 +92,9 @@ BAD_INPUT = [
         wire.CLOSE_UNSUPPORTED_DATA,
     ),
     ("unknown mode", [_start(mode="telepathy")], ErrorCode.UNSUPPORTED_MODE, wire.CLOSE_POLICY_VIOLATION),
-    ("unknown policy", [_start(policy="wait-k")], ErrorCode.UNSUPPORTED_POLICY, wire.CLOSE_POLICY_VIOLATION),
-    ("knob for the cascade", [_start(knob=5)], ErrorCode.BAD_OPTION, wire.CLOSE_POLICY_VIOLATION),
+    ("policy for the cascade", [_start(mode="cascade", policy="wait-k")], ErrorCode.UNSUPPORTED_POLICY, 1008),
+    ("unknown policy", [_start(policy="telepathy")], ErrorCode.UNSUPPORTED_POLICY, wire.CLOSE_POLICY_VIOLATION),
+    ("knob for the cascade", [_start(mode="cascade", knob=5)], ErrorCode.BAD_OPTION, wire.CLOSE_POLICY_VIOLATION),
     ("knob out of range", [_start(mode="direct", policy="la", knob=1)], ErrorCode.BAD_OPTION, 1008),
     ("step out of range", [_start(step_ms=20)], ErrorCode.BAD_OPTION, wire.CLOSE_POLICY_VIOLATION),
     ("unknown field", [_start(rate=16000)], ErrorCode.BAD_MESSAGE, wire.CLOSE_POLICY_VIOLATION),
@@ -180,7 +181,7 @@ def test_http_routes():
     assert b"not loaded" in responses["/readyz"][2]
     status_body = json.loads(responses["/v1/status"][2])
     assert status_body["ready"] is False and status_body["sessions"] == 0
-    assert status_body["modes"] == list(MODES) and status_body["default_mode"] == "cascade"
+    assert status_body["modes"] == list(MODES) and status_body["default_mode"] == DEFAULT_MODE
     languages = json.loads(responses["/v1/languages"][2])
     assert {"code": "en", "name": "English"} in languages["sources"]
     assert len(languages["targets"]) > len(languages["sources"]) > 50

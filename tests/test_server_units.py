@@ -335,7 +335,8 @@ def test_cascade_choice_has_no_policy_and_skips_stale_steps_when_live():
 
 def test_direct_choice_fills_in_the_policy_and_its_knob():
     default = policies.choose("direct", None, None, None)
-    assert default.policy == "wait-k" and default.knob == 3.0
+    assert (default.policy, default.knob, default.step_ms) == ("la", 2.0, 500)
+    assert policies.choose("direct", "wait-k", None, None).knob == 3.0
     assert policies.choose("direct", "la", 3, None).knob == 3.0
     assert policies.choose("direct", "confidence", None, 500).options.step_ms == 500
 

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", "-s", required=True, help="spoken language, e.g. en, de, zh")
     p.add_argument("--target", "-t", required=True, help="translation language, e.g. zh, en, ja")
     p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help="translation path (default: %(default)s)")
-    p.add_argument("--policy", choices=tuple(POLICIES), help="direct mode: when to commit (default: wait-k)")
+    p.add_argument("--policy", choices=tuple(POLICIES), help=f"direct mode: when to commit (default: {DirectOptions.policy})")
     p.add_argument("--k", type=int, help="wait-k: target words trail the stable source by k words")
     p.add_argument("--n", type=int, help="la: commit what the last n translations agree on")
     p.add_argument("--tau", type=float, help="confidence: commit tokens with probability >= tau")

@@ -35,7 +35,7 @@ MIN_BUDGET_AUDIO_MS = 3_000  # the compute budget is checked once a segment has 
 
 @dataclass(frozen=True)
 class DirectOptions:
-    policy: str = "wait-k"  # wait-k | la | confidence
+    policy: str = "la"  # la | wait-k | confidence
     knob: float | None = None  # k, n or tau; None takes the policy's default
     step_ms: int = 500  # re-transcribe and decide after this much new audio
     agreement_n: int = 2  # hypotheses that must agree before a source word is stable
