@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from streamst.server import process as server_process
+from streamst.server.client import StreamResult, stream_audio
 
 from streamst import metrics, wire
 from streamst.audio import decode_audio
-from streamst.server import process as server_process
-from streamst.server.client import StreamResult, stream_audio
+from streamst.options import MODES
 from streamst.types import SAMPLE_RATE_HZ
 
 log = logging.getLogger("streamst.server.loadbench")
@@ -174,7 +175,7 @@ def _mean(values: list[float | None]) -> float | None:
 async def run_level(url: str, n_clients: int, clips: list[Clip], args: argparse.Namespace) -> list[ClientReport]:
     programmes = [programme(clips, first=i * 3, duration_s=args.duration_s) for i in range(n_clients)]
     streams = [
-        stream_audio(url, audio, args.source, args.target, frame_ms=FRAME_MS, token=args.token)
+        stream_audio(url, audio, args.source, args.target, frame_ms=FRAME_MS, token=args.token, mode=args.mode)
         for audio, _ in programmes
     ]
     results = await asyncio.gather(*streams)
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration-s", type=float, default=60.0, help="speech each client streams (%(default)s)")
     parser.add_argument("--source", default="en")
     parser.add_argument("--target", default="zh")
+    parser.add_argument("--mode", choices=MODES, help="the mode each client asks for (default: the server's)")
     parser.add_argument("--data", type=Path, default=_default_data(), help="FLEURS-mini folder (manifest.jsonl)")
     parser.add_argument("--url", help="benchmark a running server's /v1/stream instead of starting one")
     parser.add_argument("--token", help="token for --url")
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             reports = asyncio.run(run(args, url, levels, clips))
     print_table(reports)
     load_1m, load_5m, _ = os.getloadavg()
-    print(f"({args.source}→{args.target}, {len(clips)} FLEURS clips, {os.cpu_count()} CPU cores, "
+    print(f"({args.source}→{args.target}, {args.mode or 'default'} mode, {len(clips)} FLEURS clips, {os.cpu_count()} CPU cores, "
           f"{time.monotonic() - started:.0f} s in all; load average before {load_before:.1f}, "
           f"after {load_1m:.1f} (1 min) / {load_5m:.1f} (5 min))")  # fmt: skip
     if args.json:
