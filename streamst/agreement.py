@@ -16,11 +16,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from streamst.punctuation import ends_sentence
+from streamst.punctuation import SENTENCE_END, ends_sentence
 from streamst.types import Word
 
 MAX_OVERLAP_WORDS = 5  # how many committed tail words a new hypothesis may repeat
-SENTENCE_MARKS = ".!?。！？…"
 OVERLAP_TOLERANCE_MS = 100  # a word starting this close before the committed end may be a repeat
 
 
@@ -97,7 +96,7 @@ def _agreed_punctuation(column: Sequence[Word]) -> Word:
     """The newest hypothesis's word, without a sentence end the hypotheses do not all have."""
     newest = column[-1]
     if ends_sentence(newest.text) and not all(ends_sentence(w.text) for w in column):
-        return replace(newest, text=newest.text.rstrip(SENTENCE_MARKS))
+        return replace(newest, text=newest.text.rstrip("".join(SENTENCE_END)))
     return newest
 
 

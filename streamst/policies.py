@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streamst.errors import OptionsError
+from streamst.punctuation import SENTENCE_END
 from streamst.types import TokenStep
 
-SENTENCE_FINAL = ".!?。！？…"
 _WORD = re.compile(r"\s*\S+")
 
 
@@ -220,10 +220,10 @@ def prefix_units(text: str, n_units: int, unit: Literal["word", "char"]) -> str:
 
 def _guard(text: str, state: PolicyState) -> str:
     """While the segment is open, do not end a sentence the source has not ended."""
-    source_ended = state.stable_source.rstrip().endswith(tuple(SENTENCE_FINAL))
+    source_ended = state.stable_source.rstrip().endswith(tuple(SENTENCE_END))
     if source_ended:
         return text
     stripped = text.rstrip()
-    while stripped and stripped[-1] in SENTENCE_FINAL:
+    while stripped and stripped[-1] in SENTENCE_END:
         stripped = stripped[:-1].rstrip()
     return stripped if stripped != text.rstrip() else text
