@@ -24,12 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 from streamst.benchmarks.datasets import Pair, SpeechInstance
-from streamst.benchmarks.scoring import (
-    CallRecord,
-    CommitTracker,
-    StepCounts,
-    StreamOutput,
-)
+from streamst.benchmarks.scoring import CallRecord, CommitTracker, StreamOutput
 
 from streamst.clock import SimulatedClock, WallClock
 from streamst.engine import MODES, Engine
@@ -219,14 +214,8 @@ def stream_instance(engine: Engine, instance: SpeechInstance, run: RunSpec, sett
     except Exception as e:  # noqa: BLE001 - a failing engine call must not end the whole benchmark
         error = f"{type(e).__name__}: {e}"
         log.error("%s %s %s failed at %.0f ms of audio: %s", run.name, run.pair.name, instance.id, timed.fed_ms, error)
-    return timed.output(instance.id, audio_ms, error, _step_counts(session))
-
-
-def _step_counts(session: Any) -> StepCounts | None:
-    stats = getattr(session, "stats", None)
-    if not isinstance(stats, DirectStats):
-        return None
-    return StepCounts(stats.n_steps, stats.n_skipped_steps, stats.n_prompt_tokens, stats.n_prefill_tokens, stats.n_fallbacks)
+    stats = getattr(session, "stats", None)  # only the direct session counts its steps
+    return timed.output(instance.id, audio_ms, error, stats if isinstance(stats, DirectStats) else None)
 
 
 class _TimedSession:
@@ -260,7 +249,7 @@ class _TimedSession:
         else:
             self.tracker.observe(events, compute_ms=self.compute_ms)
 
-    def output(self, instance_id: str, audio_ms: float, error: str, steps: StepCounts | None) -> StreamOutput:
+    def output(self, instance_id: str, audio_ms: float, error: str, steps: DirectStats | None) -> StreamOutput:
         return StreamOutput(
             instance_id,
             self.tracker.output_segments(),

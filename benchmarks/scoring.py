@@ -31,6 +31,7 @@ from streamst.benchmarks.datasets import ReferenceSegment, SpeechInstance
 from streamst import metrics
 from streamst.languages import Language
 from streamst.metrics import Erasure, InstanceTrace, LatencyScores, QualityScore
+from streamst.sessions.direct import DirectStats
 from streamst.types import Event, FinalEvent
 
 log = logging.getLogger("streamst.benchmarks.scoring")
@@ -66,24 +67,10 @@ class CallRecord:
     compute_ms: float  # compute time of all calls so far, this one included
 
 
-@dataclass(frozen=True)
-class StepCounts:
-    """What the direct path's steps did in a stream, or summed over a run."""
-
-    n_steps: int = 0  # steps run (re-transcribe, propose, decide)
-    n_skipped_steps: int = 0  # steps skipped as stale because the engine was behind the audio
-    n_prompt_tokens: int = 0  # translator prompt tokens over all steps: what a step without a cache evaluates
-    n_prefill_tokens: int = 0  # of those, evaluated (not reused from the KV cache)
-    n_fallbacks: int = 0  # segments the cascade finished
-
-    def __add__(self, other: StepCounts) -> StepCounts:
-        return StepCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
-
-
-def step_counts(outputs: Sequence[StreamOutput]) -> StepCounts | None:
-    """The step counts of a run, summed over its streams; None when no stream has any."""
-    counts = [o.steps for o in outputs if o.steps is not None]
-    return sum(counts, StepCounts()) if counts else None
+def step_counts(outputs: Sequence[StreamOutput]) -> DirectStats | None:
+    """The direct path's step counts of a run, summed over its streams; None when no stream has any."""
+    counts = [dataclasses.astuple(o.steps) for o in outputs if o.steps is not None]
+    return DirectStats(*(sum(column) for column in zip(*counts))) if counts else None
 
 
 @dataclass(frozen=True)
@@ -99,7 +86,7 @@ class StreamOutput:
     wall_clock: bool = False  # elapsed is wall time at 1× (True) or delay + compute (False)
     error: str = ""  # why the run of this instance stopped early; "" when it completed
     committed: tuple[tuple[str, ...], ...] = ()  # committed target characters after each event
-    steps: StepCounts | None = None  # the direct path's step counts; None for the cascade
+    steps: DirectStats | None = None  # the direct path's step counts; None for the cascade
 
     def elapsed_origin_ms(self, start_ms: float) -> float:
         """The elapsed time at which the audio at ``start_ms`` had been fed.
@@ -317,7 +304,7 @@ class RunScores:
     errors: tuple[str, ...] = ()  # "<instance id>: <error>" for each instance whose run failed
     offline_errors: tuple[str, ...] = ()  # the same for the offline run
     committed_erasure: float = 0.0  # normalized erasure of committed text, in characters; 0 by contract
-    steps: StepCounts | None = None  # the direct path's steps, summed over the streams
+    steps: DirectStats | None = None  # the direct path's steps, summed over the streams
 
     @property
     def system(self) -> str:

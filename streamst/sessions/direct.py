@@ -67,8 +67,8 @@ class _Unit:
 
 @dataclass(frozen=True)
 class DirectStats:
-    n_steps: int
-    n_skipped_steps: int
+    n_steps: int  # steps run (re-transcribe, propose, decide)
+    n_skipped_steps: int  # steps skipped as stale because the session was behind the audio
     n_prefill_tokens: int  # translator prompt tokens evaluated, over all steps
     n_prompt_tokens: int  # translator prompt tokens in all, cached or not
     n_fallbacks: int
