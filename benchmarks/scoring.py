@@ -85,7 +85,7 @@ class StreamOutput:
     calls: tuple[CallRecord, ...] = ()  # per call, in order
     wall_clock: bool = False  # elapsed is wall time at 1× (True) or delay + compute (False)
     error: str = ""  # why the run of this instance stopped early; "" when it completed
-    committed: tuple[tuple[str, ...], ...] = ()  # committed target characters after each event
+    committed: tuple[str, ...] = ()  # committed target text after each event (a sequence of characters)
     steps: DirectStats | None = None  # the direct path's step counts; None for the cascade
 
     def elapsed_origin_ms(self, start_ms: float) -> float:
@@ -133,7 +133,7 @@ class CommitTracker:
         self.target = target
         self._segments: dict[int, _OpenSegment] = {}
         self._displayed: list[tuple[str, ...]] = []
-        self._committed: list[tuple[str, ...]] = []
+        self._committed: list[str] = []
 
     def observe(self, events: Iterable[Event], compute_ms: float = 0.0, wall_ms: float | None = None) -> None:
         """Events returned by one call, after ``compute_ms`` of compute in all calls so far
@@ -152,7 +152,7 @@ class CommitTracker:
         elapsed_ms = max(elapsed_ms, float(event.audio_ms))
         self._update_units(segment, float(event.audio_ms), elapsed_ms, event.segment_id)
         self._displayed.append(self._display_units())
-        self._committed.append(self._committed_chars())
+        self._committed.append(self._committed_text())
 
     def _update_units(self, segment: _OpenSegment, delay_ms: float, elapsed_ms: float, segment_id: int) -> None:
         current = metrics.units(segment.text, self.target.code)
@@ -174,9 +174,10 @@ class CommitTracker:
             shown += metrics.units(segment.text + segment.tentative, self.target.code)
         return tuple(shown)
 
-    def _committed_chars(self) -> tuple[str, ...]:
-        """Characters, not units: a word that gains its comma ("Haus" → "Haus,") only grows."""
-        return tuple("\n".join(self._segments[i].claimed for i in sorted(self._segments)))
+    def _committed_text(self) -> str:
+        """Erasure counts its characters, not units: a word that gains its comma ("Haus" →
+        "Haus,") only grows."""
+        return "\n".join(self._segments[i].claimed for i in sorted(self._segments))
 
     def output_segments(self) -> tuple[OutputSegment, ...]:
         """The segments with committed text, in order, times non-decreasing along the output."""
@@ -198,8 +199,8 @@ class CommitTracker:
         return tuple(self._displayed)
 
     @property
-    def committed(self) -> tuple[tuple[str, ...], ...]:
-        """Committed characters after each event, as the events state them (``committed_text``),
+    def committed(self) -> tuple[str, ...]:
+        """Committed text after each event, as the events state them (``committed_text``),
         so a session that retracts committed text shows here even though deltas only append."""
         return tuple(self._committed)
 
