@@ -63,6 +63,21 @@ def test_unknown_language(tmp_path):
     assert_one_line_error(run_cli("translate", str(audio), "-s", "en", "-t", "klingon"), "klingon")
 
 
+@pytest.mark.parametrize(
+    ("options", "needles"),
+    [
+        (("--policy", "la", "--n", "1"), ("n >= 2",)),
+        (("--policy", "wait-k", "--k", "-1"), ("k >= 0",)),
+        (("--policy", "confidence", "--tau", "1.5"), ("0 < tau < 1",)),
+        (("--mode", "cascade", "--policy", "la"), ("cascade", "no policy")),
+        (("--step-ms", "20"), ("step_ms", "100")),
+    ],
+)
+def test_bad_direct_mode_options(tmp_path, options, needles):
+    audio = write_wav(tmp_path / "a.wav", np.zeros(16_000))
+    assert_one_line_error(run_cli("translate", str(audio), "-s", "en", "-t", "de", *options), *needles)
+
+
 def test_model_not_pulled_names_the_command(tmp_path):
     audio = write_wav(tmp_path / "a.wav", np.zeros(16_000))
     result = run_cli("translate", str(audio), "-s", "en", "-t", "zh", env={"STREAMST_HOME": str(tmp_path / "home")})
