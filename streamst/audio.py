@@ -18,12 +18,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
-import soundfile
 import soxr
 
 from streamst.errors import AudioError
@@ -221,9 +221,12 @@ def iter_frames(audio: np.ndarray, frame_ms: float, sample_rate_hz: int = SAMPLE
 
 def write_wav(path: PathLike, audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
     """Write audio: (n_samples,) float32 as a 16-bit PCM mono WAV file (values outside [-1, 1] are clipped)."""
-    audio = _as_mono_float32(audio)
     _check_rate(sample_rate_hz)
-    soundfile.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate_hz, subtype="PCM_16", format="WAV")
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(N_BYTES_PCM16)
+        file.setframerate(sample_rate_hz)
+        file.writeframes(float32_to_pcm16(audio))
 
 
 def synthesize_speech(
