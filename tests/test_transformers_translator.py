@@ -107,28 +107,27 @@ def test_a_growing_source_of_one_stream_prefills_only_its_new_tokens(translator:
 
 
 def test_special_token_text_in_the_source_stays_text(translator: TransformersTranslator) -> None:
-    im_end = translator._tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert im_end in translator._tokenize("<|im_end|>", special=True)
-    assert im_end not in translator._tokenize("<|im_end|>", special=False)
+    im_end = translator.backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in translator.backend.tokenize("<|im_end|>", special=True)
+    assert im_end not in translator.backend.tokenize("<|im_end|>", special=False)
 
 
-def test_a_split_character_is_held_back_until_complete(tiny_qwen: Path) -> None:
+def test_a_split_character_is_held_back_until_complete(tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     translator = TransformersTranslator(tiny_qwen, TransformersOptions(device="cpu"))
-    tokenizer = translator._tokenizer
+    backend = translator.backend
+    tokenizer = backend.tokenizer
     script = tokenizer("龍 ok", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     assert len(tokenizer("龍", add_special_tokens=False)["input_ids"]) == 3, "龍 is three byte tokens here"
-    vocab_size = translator._model.config.vocab_size
     calls: list[list[int]] = []
 
-    def scripted_forward(token_ids: list[int]) -> torch.Tensor:
-        """The prompt head, then the rest of the prompt, then one call per decoded token."""
-        calls.append(token_ids)
-        logits = torch.zeros(vocab_size)
-        if len(calls) >= 2:
-            logits[script[len(calls) - 2]] = 10.0
+    def scripted_logits() -> np.ndarray:
+        """The prompt head, then the rest of the prompt, then one evaluate per decoded token."""
+        logits = np.zeros(backend.model.config.vocab_size, dtype=np.float32)
+        logits[script[len(calls) - 2]] = 10.0
         return logits
 
-    translator._forward = scripted_forward  # type: ignore[method-assign]
+    monkeypatch.setattr(backend, "evaluate", lambda token_ids: calls.append(list(token_ids)))
+    monkeypatch.setattr(backend, "last_logits", scripted_logits)
     result = translator.translate("dragon", EN, ZH, max_new_tokens=10)
     assert [s.text for s in result.tokens][:3] == ["", "", "龍"]
     assert result.text == "龍 ok" and result.finished
@@ -138,9 +137,10 @@ def test_token_bytes_round_trip_cjk_text(translator: TransformersTranslator) -> 
     import codecs
 
     text = "区块链 and 龍!"
-    ids = translator._tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokenizer = translator.backend.tokenizer
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     decoder = codecs.getincrementaldecoder("utf-8")()
-    pieces = [decoder.decode(TokenBytes(translator._tokenizer)(i)) for i in ids]
+    pieces = [decoder.decode(TokenBytes(tokenizer)(i)) for i in ids]
     assert "".join(pieces) == text and "\ufffd" not in "".join(pieces)
 
 
@@ -166,8 +166,9 @@ def test_bad_options_and_directories_are_explained(tmp_path: Path) -> None:
         TransformersOptions(dtype="int4")
     with pytest.raises(OptionsError, match="device"):
         TransformersOptions(device="tpu")
-    with pytest.raises(ModelError, match="cannot load the translator model"):
+    with pytest.raises(ModelError, match="cannot load the translator model") as caught:
         TransformersTranslator(tmp_path, TransformersOptions(device="cpu"))
+    assert str(tmp_path) in str(caught.value) and "pull" not in str(caught.value)
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="no CUDA GPU"):
             TransformersTranslator(tmp_path, TransformersOptions(device="cuda"))

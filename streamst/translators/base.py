@@ -28,5 +28,8 @@ class Translator(ABC):
         """Greedy translation of `source_text`, continuing after `committed` (target text already
         shown to the listener, never re-translated). `Translation.text` excludes `committed`.
         `max_new_tokens=None` lets the backend choose a cap from the source length.
-        `stream_key` names the stream asking: a backend may reuse work from that stream's previous
-        request (its source usually just grew); requests without a key never depend on others."""
+        `stream_key` names the stream asking; pass a small hashable id (an int unique per session),
+        not the session: the translator remembers the last key until the next request (weakly, when
+        the key is an object that allows it) and compares keys with `==`. A backend may reuse work
+        from that stream's previous request (its source usually just grew); requests without a key
+        never depend on others."""

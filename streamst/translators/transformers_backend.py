@@ -1,29 +1,25 @@
 """Qwen (or any ChatML causal LM) through Hugging Face transformers on PyTorch, for GPU deployments.
 
-The same contract as the llama.cpp backend: greedy decoding with token log-probs, text held back
-while a UTF-8 character is split across tokens, a loop guard, and canonical prefill (the prompt
-head, fixed per language pair, is always evaluated as its own batch and kept in the KV cache;
-a request continuing the same stream also reuses the source tokens it shares with the last one).
-bfloat16 on CUDA, float32 on the CPU, unless told otherwise.
+The same contract as the llama.cpp backend, through the same `GreedyTranslator` (greedy steps with
+log-probs, UTF-8 hold-back, loop guard, canonical prefill, stream prefix reuse); this module only
+evaluates tokens with a `DynamicCache`. bfloat16 on CUDA, float32 on the CPU, unless told otherwise.
 """
 
 from __future__ import annotations
 
-import codecs
 import functools
 import json
 import logging
-import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streamst.errors import ModelError, OptionsError
-from streamst.languages import Language
-from streamst.translators.base import Translator
-from streamst.translators.decoding import common_prefix_length, flush_pending, is_looping, plan_prompt
-from streamst.translators.prompt import IM_END, PromptStyle, chat_prompt
-from streamst.types import TokenStep, Translation
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator
+from streamst.translators.prompt import IM_END, PromptStyle
 
 log = logging.getLogger("streamst.translators.transformers")
 
@@ -51,140 +47,105 @@ class TransformersOptions:
             raise OptionsError(f"n_ctx must be at least 256 tokens, got {self.n_ctx}")
 
 
-class TransformersTranslator(Translator):
+class TransformersTranslator(GreedyTranslator):
     """A Hugging Face model directory (config.json, weights, tokenizer files)."""
 
     name = "transformers"
 
     def __init__(self, model_dir: Path, options: TransformersOptions = TransformersOptions()) -> None:
+        backend = TransformersBackend(model_dir, options)
+        super().__init__(backend, options)
+        self.device, self.dtype = backend.device, backend.dtype
+
+
+class TransformersBackend(DecoderBackend):
+    """A causal LM and its `DynamicCache`."""
+
+    def __init__(self, model_dir: Path, options: TransformersOptions) -> None:
         torch, transformers = _import()
-        self.options = options
         self.device = _device(torch, options.device)
         self.dtype = _dtype(torch, options.dtype, self.device)
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-            self._model = transformers.AutoModelForCausalLM.from_pretrained(
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(model_dir), **{_dtype_keyword(transformers.__version__): self.dtype}
             )
         except Exception as e:
-            raise ModelError(f"cannot load the translator model in {model_dir}: {e}") from e
-        self._model.to(self.device).eval()
-        self._stop_ids = self._find_stop_ids()
-        self._token_bytes = TokenBytes(self._tokenizer)
-        self._lock = threading.Lock()
-        self._cache: Any = None
+            raise ModelError(f"cannot load the translator model in {model_dir} with transformers: {e}") from e
+        self.model.to(self.device).eval()
+        self._stop_ids = _find_stop_ids(self.tokenizer, self.model)
+        self._token_bytes = TokenBytes(self.tokenizer)
+        self._cache: Any = None  # created by the first evaluate after the cache was emptied
         self._cached_ids: list[int] = []  # the tokens whose keys and values the cache holds
-        self._last_stream_key: object | None = None
+        self._logits: Any = None  # the last evaluated position's, on the device
         log.info("translator %s on %s (%s)", model_dir, self.device, str(self.dtype).removeprefix("torch."))
 
-    def translate(
-        self,
-        source_text: str,
-        source: Language,
-        target: Language,
-        committed: str = "",
-        max_new_tokens: int | None = None,
-        stream_key: object | None = None,
-    ) -> Translation:
-        import torch
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        return self._stop_ids
 
-        parts = chat_prompt(source_text, source, target, committed, self.options.style)
-        o = self.options
-        with self._lock, torch.inference_mode():
-            plan = plan_prompt(
-                self._tokenize, parts, max_new_tokens, o.min_new_tokens_cap, o.new_tokens_per_source_token, o.n_ctx
-            )
-            tokens, max_new_tokens = plan.tokens, plan.max_new_tokens
-            reuse_source = stream_key is not None and stream_key == self._last_stream_key
-            self._last_stream_key = stream_key
-            try:
-                logits, n_prefill = self._prefill(tokens, plan.n_head, reuse_source)
-                steps, finished = self._decode(logits, max_new_tokens)
-            except Exception:
-                self._cache, self._cached_ids = None, []  # a forward pass may have half-updated it
-                raise
-        return Translation(
-            text="".join(s.text for s in steps),
-            tokens=tuple(steps),
-            n_prompt_tokens=len(tokens),
-            n_prefill_tokens=n_prefill,
-            finished=finished,
-        )
-
-    def _tokenize(self, text: str, special: bool) -> list[int]:
-        """`special`: whether special-token strings in `text` become special tokens (else plain text)."""
+    def tokenize(self, text: str, special: bool) -> list[int]:
         if not text:
             return []
-        return list(self._tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
 
-    def _prefill(self, tokens: list[int], n_head: int, reuse_source: bool) -> tuple[Any, int]:
-        """Evaluates what the cache does not hold (at least the last token, for its logits);
-        returns the last logits and how many tokens were evaluated."""
-        n_common = common_prefix_length(self._cached_ids, tokens)
-        n_evaluated = 0
-        if n_common < n_head or self._cache is None:
-            self._cache, self._cached_ids = self._new_cache(), []
-            self._forward(tokens[:n_head])
-            n_evaluated += n_head
-            n_keep = n_head
-        else:
-            n_keep = n_common if reuse_source else n_head
-        n_keep = min(n_keep, len(tokens) - 1)
-        self._crop(n_keep)
-        logits = self._forward(tokens[n_keep:])
-        return logits, n_evaluated + len(tokens) - n_keep
+    def cached_tokens(self) -> Sequence[int]:
+        return self._cached_ids
 
-    def _decode(self, logits: Any, max_new_tokens: int) -> tuple[list[TokenStep], bool]:
-        """Greedy decoding; each step's text holds back bytes of a character split across tokens."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        steps: list[TokenStep] = []
-        ids: list[int] = []
-        for _ in range(max_new_tokens):
-            logprobs = logits.float().log_softmax(dim=-1)
-            token_id = int(logprobs.argmax())
-            if token_id in self._stop_ids:
-                return flush_pending(steps, decoder), True
-            text = decoder.decode(self._token_bytes(token_id))
-            steps.append(TokenStep(token_id, text, float(logprobs[token_id])))
-            ids.append(token_id)
-            if is_looping(ids):
-                log.info("translation fell into a loop after %d tokens; cut", len(ids))
-                return flush_pending(steps, decoder), False
-            logits = self._forward([token_id])
-        return flush_pending(steps, decoder), False
+    def keep(self, n_tokens: int) -> None:
+        if n_tokens == 0:
+            self._cache, self._cached_ids = None, []
+            return
+        n_remove = len(self._cached_ids) - n_tokens
+        if n_remove > 0:
+            import torch
 
-    def _forward(self, token_ids: list[int]) -> Any:
-        """Runs `token_ids` after the cached tokens; returns the logits of the last one."""
+            with torch.inference_mode():
+                self._cache.crop(-n_remove)  # a negative count removes tokens in transformers 4.x and 5.x alike
+            self._cached_ids = self._cached_ids[:n_tokens]
+
+    def evaluate(self, token_ids: Sequence[int]) -> None:
         import torch
 
-        input_ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
-        out = self._model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+        if self._cache is None:
+            self._cache = self._new_cache()
+        try:
+            with torch.inference_mode():
+                input_ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
+                out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+        except Exception:
+            self._cache, self._cached_ids = None, []  # the forward pass may have half-updated the cache
+            raise
         self._cache = out.past_key_values
-        self._cached_ids = self._cached_ids + token_ids
-        return out.logits[0, -1]
+        self._cached_ids = self._cached_ids + list(token_ids)
+        self._logits = out.logits[0, -1]
+
+    def last_logits(self) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self._logits.float().cpu().numpy()
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._token_bytes(token_id)
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
         try:
-            return DynamicCache(config=self._model.config)
+            return DynamicCache(config=self.model.config)
         except TypeError:
             return DynamicCache()
 
-    def _crop(self, n_tokens: int) -> None:
-        n_remove = len(self._cached_ids) - n_tokens
-        if n_remove > 0:
-            self._cache.crop(-n_remove)  # a negative count removes tokens in transformers 4.x and 5.x alike
-            self._cached_ids = self._cached_ids[:n_tokens]
 
-    def _find_stop_ids(self) -> frozenset[int]:
-        ids = {self._tokenizer.eos_token_id}
-        generation_eos = getattr(self._model.generation_config, "eos_token_id", None)
-        ids.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
-        im_end = self._tokenizer.convert_tokens_to_ids(IM_END)
-        if im_end is not None and im_end != self._tokenizer.unk_token_id:
-            ids.add(im_end)
-        return frozenset(i for i in ids if isinstance(i, int))
+def _find_stop_ids(tokenizer: Any, model: Any) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id}
+    generation_eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    if im_end is not None and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return frozenset(i for i in ids if isinstance(i, int))
 
 
 class TokenBytes:
