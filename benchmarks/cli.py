@@ -3,12 +3,12 @@
 streamst-bench run --pairs en-de,zh-en --limit 2 -o out/quick
 streamst-bench mt --pairs en-zh,zh-en --limit 200 -o out/mt
 streamst-bench report out/quick out/mt --results benchmarks/RESULTS.md --curve benchmarks/curve.png
+streamst-bench compare out/before out/after     # same committed text per instance?
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,19 +16,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from streamst.benchmarks import datasets, report, results
-from streamst.benchmarks.runner import (
-    CLOCKS,
-    DEFAULT_CHUNK_MS,
-    POLICIES,
-    RunSpec,
-    StreamSettings,
-    default_policy,
-    policy_spec,
-    session_options,
-)
+from streamst.benchmarks.runner import CLOCKS, DEFAULT_CHUNK_MS, RunSpec, StreamSettings
 
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
+from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
 
 log = logging.getLogger("streamst.benchmarks.cli")
 
@@ -59,7 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_mt(subparsers)
     _add_report(subparsers)
+    _add_load(subparsers)
+    _add_compare(subparsers)
     return parser
+
+
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compare", help="did a change alter what was committed? compare two run folders")
+    p.add_argument("old", help="output folder of `run` before the change")
+    p.add_argument("new", help="output folder of `run` after the change, same command")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Exit 0 when every shared instance has the same committed text and delays, 1 otherwise."""
+    from streamst.benchmarks.compare import compare_folders, render
+
+    old, new = Path(args.old), Path(args.new)
+    for folder in (old, new):
+        if not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder; give two output folders of `{PROG} run`")
+    comparison = compare_folders(old, new)
+    if comparison.n_instances == 0:
+        raise UsageError(f"{old} and {new} share no instance log; give output folders of the same `{PROG} run`")
+    print(render(comparison))
+    return 0 if comparison.same else 1
 
 
 def _add_common(p: argparse.ArgumentParser, default_pairs: str) -> None:
@@ -75,9 +91,9 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="stream speech through the engine and score latency and quality")
     _add_common(p, DEFAULT_SPEECH_PAIRS)
     p.add_argument("--dataset", default=datasets.FLEURS_MINI, choices=datasets.SPEECH_DATASETS)
-    p.add_argument("--modes", default="cascade", help=f"modes, comma-separated (known: {', '.join(POLICIES)})")
+    p.add_argument("--modes", default=DEFAULT_MODE, help=f"modes, comma-separated (default: %(default)s; known: {', '.join(MODES)})")
     p.add_argument("--policies", help=f"policies, comma-separated (default: each mode's first): {_policy_help()}")
-    p.add_argument("--knobs", help="latency knob values, comma-separated (default: each policy's defaults)")
+    p.add_argument("--knobs", help="latency knob values, comma-separated (default: each policy's sweep values)")
     p.add_argument("--clock", default="simulated", choices=CLOCKS, help="simulated (exact) or wall (1x live)")
     p.add_argument("--chunk-ms", type=_positive_int, default=DEFAULT_CHUNK_MS, help="audio per push in ms")
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference (no retention)")
@@ -106,11 +122,29 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _add_load(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("load", help="N live clients at once against one streamst-server: latency, capacity")
+    p.add_argument("--clients", default="1,2,4,8", help="numbers of concurrent clients, in turn (default: 1,2,4,8)")
+    p.add_argument("--duration-s", type=float, default=60.0, help="audio each client streams (default: 60)")
+    p.add_argument("--source", default="en", help="language every client speaks (default: en)")
+    p.add_argument("--target", default="zh", help="language every client asks for (default: zh)")
+    p.add_argument("--mode", choices=tuple(MODES), help="the mode each client asks for (default: the server's)")
+    p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--output", "-o", required=True, help="output folder: load.txt, load.json, server.log")
+    p.add_argument("--url", help="load a running server's /v1/stream instead of starting one")
+    p.add_argument("--token", help="token for --url")
+    p.add_argument("--model-concurrency", type=_positive_int, default=1, help="for the server started here")
+    p.add_argument("--threads", type=_positive_int, default=2, help="threads per model call, for the server here")
+    p.add_argument("--max-backlog-ms", type=_positive_int, default=600_000, help="for the server started here")
+    p.set_defaults(func=cmd_load)
+
+
 def _policy_help() -> str:
     return "; ".join(
-        f"{mode}/{name}: {spec.description} ({spec.knob_name}, default {spec.default_knobs[0]:g})"
-        for mode, policies in POLICIES.items()
-        for name, spec in policies.items()
+        f"{p.label}: {p.help} ({p.knob.name}: default {p.knob.default:g}, "
+        f"sweep {','.join(f'{v:g}' for v in p.knob.sweep)})"
+        for mode in MODES.values()
+        for p in mode.policies
     )
 
 
@@ -140,14 +174,17 @@ def run_specs(modes: str, policies: str | None, knobs: str | None, pairs: Sequen
     knob_values = _parse_knobs(knobs)
     specs = []
     for mode in mode_names:
-        if mode not in POLICIES:
-            raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(POLICIES)}")
-        names = _items(policies) or [default_policy(mode)]
-        unknown = [name for name in names if name not in POLICIES[mode]]
+        try:
+            spec = mode_spec(mode)
+        except OptionsError as e:
+            raise UsageError(str(e)) from e
+        known = [p.name for p in spec.policies]
+        names = _items(policies) or [spec.default_policy.name]
+        unknown = [name for name in names if name not in known]
         if unknown and len(mode_names) == 1:
-            raise UsageError(f"unknown policy {unknown[0]!r} for mode {mode}; choose from: {', '.join(POLICIES[mode])}")
-        for name in (n for n in names if n in POLICIES[mode]):
-            for knob in knob_values or POLICIES[mode][name].default_knobs:
+            raise UsageError(f"unknown policy {unknown[0]!r} for mode {mode}; choose from: {', '.join(known)}")
+        for name in (n for n in names if n in known):
+            for knob in knob_values or spec.policy(name).knob.sweep:
                 _check_options(mode, name, knob)
                 specs += [RunSpec(mode, name, knob, pair) for pair in pairs]
     if not specs:
@@ -167,24 +204,9 @@ def _parse_knobs(text: str | None) -> list[float]:
 
 def _check_options(mode: str, policy: str, knob: float) -> None:
     try:
-        spec = policy_spec(mode, policy)
-    except OptionsError as e:
-        raise UsageError(str(e)) from e
-    try:
         session_options(mode, policy, knob)
     except OptionsError as e:
-        raise UsageError(f"knob {knob:g} does not suit {mode}/{policy} ({spec.knob_name}): {e}") from e
-
-
-def engine_config(n_threads: int) -> EngineConfig:
-    """The default models, each run with ``n_threads`` threads."""
-    defaults = EngineConfig()
-    return dataclasses.replace(
-        defaults,
-        n_threads=n_threads,
-        whisper=dataclasses.replace(defaults.whisper, n_threads=n_threads),
-        llama=dataclasses.replace(defaults.llama, n_threads=n_threads),
-    )
+        raise UsageError(f"knob {knob:g} does not suit {mode}/{policy}: {e}") from e
 
 
 def _engine_models(config: EngineConfig) -> dict[str, str]:
@@ -216,7 +238,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     settings = StreamSettings(clock=args.clock, chunk_ms=args.chunk_ms)
     instances = datasets.load_speech(args.dataset, pairs, limit=args.limit, root=args.data_dir)
     plan = SuitePlan(tuple(specs), instances, settings, offline=not args.no_offline)
-    config = engine_config(args.threads)
+    config = EngineConfig(n_threads=args.threads)
     engine = Engine(config)
     engine.load()
     output = Path(args.output)
@@ -257,7 +279,7 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     pairs = datasets.parse_pairs(args.pairs)
     corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
-    config = engine_config(args.threads)
+    config = EngineConfig(n_threads=args.threads)
     translator = Engine(config).load().translator
     output = Path(args.output)
     hypotheses_dir = output / "mt" / args.dataset
@@ -304,12 +326,8 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def default_knobs() -> dict[str, float]:
-    """``mode/policy`` → the first default knob of that policy."""
-    return {
-        f"{mode}/{name}": spec.default_knobs[0]
-        for mode, policies in POLICIES.items()
-        for name, spec in policies.items()
-    }
+    """``mode/policy`` → the first sweep value of that policy: the run a report headlines."""
+    return {p.label: p.knob.sweep[0] for mode in MODES.values() for p in mode.policies}
 
 
 def _relative_name(path: Path, beside: Path) -> str:
@@ -317,6 +335,36 @@ def _relative_name(path: Path, beside: Path) -> str:
         return str(path.resolve().relative_to(beside.resolve().parent))
     except ValueError:
         return str(path.resolve())
+
+
+def cmd_load(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from streamst.benchmarks import load
+
+    try:
+        levels = tuple(_positive_int(item) for item in _items(args.clients))
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"argument --clients: {e}; write e.g. --clients 1,2,4") from None
+    if not levels:
+        raise UsageError("argument --clients: give at least one number of clients, e.g. --clients 1,2,4")
+    if not args.duration_s > 0:
+        raise UsageError(f"argument --duration-s: {args.duration_s:g} is not positive; write e.g. --duration-s 60")
+    pair = datasets.parse_pairs(f"{args.source}-{args.target}")[0]
+    clips = load.load_clips(pair, args.data_dir)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    server = load.ServerSettings(args.model_concurrency, args.threads, args.max_backlog_ms, output / "server.log")
+    plan = load.LoadPlan(pair, levels, args.duration_s, server, args.mode, args.url, args.token)
+
+    def announce(n_clients: int) -> None:
+        print(f"running {n_clients} client(s) for {args.duration_s:g} s ...", file=sys.stderr, flush=True)
+
+    result = load.run_load(plan, clips, announce)
+    text = load.format_report(plan, result)
+    print(text, end="")
+    (output / "load.txt").write_text(text, encoding="utf-8")
+    load.save_json(result, output / "load.json")
+    print(f"{PROG}: wrote {output / 'load.txt'}, {output / 'load.json'}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ STEPS_HEADER = (
 
 
 def steps_table(runs: Sequence[RunScores]) -> str:
-    """The direct path's steps: how many ran and were skipped, and the translator's prompt per
+    """The sessions' steps: how many ran and were skipped, and the translator's prompt per
     step without the KV cache (all prompt tokens) and with it (tokens evaluated)."""
     rows = []
     for r in runs:
@@ -167,8 +167,9 @@ def _steps_section(runs: Sequence[RunScores], heading: str) -> list[str]:
 
 
 STEPS_NOTE = (
-    "Each step of the direct path re-transcribes the open window and asks the translator for a "
-    "continuation; tokens per step count its prompt, flushes included. Without the KV cache every "
+    "Each step re-transcribes the open window; the direct path's step also asks the translator for a "
+    "continuation (the cascade translates only complete sentences); tokens per step count the prompts, "
+    "sentence finals included. Without the KV cache every "
     "prompt token is evaluated at every step; with it only the part after the cached prefix is.\n\n"
 )
 

@@ -20,7 +20,7 @@ from streamst.benchmarks.mt import MTScores
 from streamst.benchmarks.scoring import QualityScores, RunScores
 
 from streamst.metrics import LatencyScores
-from streamst.sessions.direct import DirectStats
+from streamst.sessions.base import SessionStats
 
 SCORES_NAME = "scores.json"
 FORMAT_VERSION = 1
@@ -142,7 +142,7 @@ def _run_from_json(record: dict[str, Any]) -> RunScores:
     values["latency_ca"] = LatencyScores(**record["latency_ca"])
     values["errors"] = tuple(record.get("errors", ()))
     values["offline_errors"] = tuple(record.get("offline_errors", ()))
-    values["steps"] = DirectStats(**record["steps"]) if record.get("steps") else None
+    values["steps"] = SessionStats(**record["steps"]) if record.get("steps") else None
     return RunScores(**values)
 
 

@@ -10,13 +10,13 @@ takes all audio that has "arrived" by then, so a slow engine falls behind as it 
 and the session runs with its live options (stale steps skipped, compute budget on).
 
 Which session options a (mode, policy, knob) triple means is decided in one place,
-:func:`session_options`.
+:mod:`streamst.options`; so is the compute budget's meter (the session's clock: no compute is
+charged on the simulated clock, so results do not depend on the machine).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,12 +27,11 @@ from streamst.benchmarks.datasets import Pair, SpeechInstance
 from streamst.benchmarks.scoring import CallRecord, CommitTracker, StreamOutput
 
 from streamst.clock import SimulatedClock, WallClock
-from streamst.engine import MODES, Engine
+from streamst.engine import Engine
 from streamst.errors import OptionsError
-from streamst.sessions.cascade import CascadeOptions
-from streamst.sessions.direct import DirectOptions, DirectStats
+from streamst.options import PolicySpec, policy_spec, session_options
+from streamst.sessions.base import SessionOptions, SessionStats
 from streamst.types import SAMPLES_PER_MS
-from streamst.vad import VADOptions
 
 log = logging.getLogger("streamst.benchmarks.runner")
 
@@ -44,114 +43,9 @@ MIN_CHUNK_MS = 10
 WALL_POLL_S = 0.005  # how long the 1× feeder sleeps while no new audio has arrived
 
 
-# ---------------------------------------------------------------------------------------
-# Mode, policy, knob → session options
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """A policy of a mode, and the latency knob it exposes."""
-
-    mode: str
-    name: str
-    knob_name: str  # what the knob sets, with its unit
-    default_knobs: tuple[float, ...]  # knob values a run sweeps when none are given
-    description: str
-    build: Callable[[float], Any]  # knob value → the options engine.session() takes
-
-
-def _cascade_sentence(step_ms: float) -> CascadeOptions:
-    return CascadeOptions(step_ms=int(step_ms), early_sentences=True)
-
-
-def _cascade_segment(min_silence_ms: float) -> CascadeOptions:
-    return CascadeOptions(early_sentences=False, vad=replace(VADOptions(), min_silence_ms=int(min_silence_ms)))
-
-
-def _direct(policy: str) -> Callable[[float], DirectOptions]:
-    # On the simulated clock a machine-speed budget would make runs unrepeatable; the budget
-    # guards live streams and shows in wall-clock runs.
-    return lambda knob: DirectOptions(policy=policy, knob=knob, max_compute_ratio=math.inf)
-
-
-POLICIES: dict[str, dict[str, PolicySpec]] = {
-    "direct": {
-        "la": PolicySpec(
-            "direct",
-            "la",
-            "n",
-            (2, 3, 4, 5),
-            "commit the prefix the last n translations of the source so far agree on",
-            _direct("la"),
-        ),
-        "wait-k": PolicySpec(
-            "direct",
-            "wait-k",
-            "k",
-            (1, 2, 3, 5),
-            "commit target words trailing the stable source by k words",
-            _direct("wait-k"),
-        ),
-        "confidence": PolicySpec(
-            "direct",
-            "confidence",
-            "tau",
-            (0.3, 0.5, 0.7, 0.9),
-            "commit proposal tokens of the stable source while their probability stays >= tau",
-            _direct("confidence"),
-        ),
-    },
-    "cascade": {
-        "sentence": PolicySpec(
-            "cascade",
-            "sentence",
-            "step_ms",
-            (CascadeOptions.step_ms,),
-            "translate each complete sentence once two re-transcriptions agree on it; "
-            "the knob is the re-transcription interval",
-            _cascade_sentence,
-        ),
-        "segment": PolicySpec(
-            "cascade",
-            "segment",
-            "min_silence_ms",
-            (VADOptions.min_silence_ms,),
-            "translate only when the VAD closes a segment; the knob is the silence that closes it",
-            _cascade_segment,
-        ),
-    },
-}
-"""mode → policy name → spec. A new mode or policy is one entry here."""
-
-
-def default_policy(mode: str) -> str:
-    """The policy a run of ``mode`` uses when none is named: the first one listed."""
-    return next(iter(POLICIES[mode]))
-
-
-def policy_spec(mode: str, policy: str) -> PolicySpec:
-    """The spec of ``policy`` in ``mode``; raises OptionsError naming the valid choices."""
-    if mode not in POLICIES:
-        raise OptionsError(f"unknown mode {mode!r}; choose one of: {', '.join(POLICIES)}")
-    if mode not in MODES:
-        raise OptionsError(f"mode {mode!r} is not available in this engine; it serves: {', '.join(MODES)}")
-    if policy not in POLICIES[mode]:
-        raise OptionsError(f"unknown policy {policy!r} for mode {mode}; choose one of: {', '.join(POLICIES[mode])}")
-    return POLICIES[mode][policy]
-
-
-def session_options(mode: str, policy: str, knob: float) -> Any:
-    """The options ``engine.session(..., mode=mode, options=...)`` takes for this triple."""
-    return policy_spec(mode, policy).build(knob)
-
-
-def live_options(options: Any) -> Any:
-    """The options as a live stream runs them: stale steps are skipped when the engine falls
-    behind, and the direct path's compute budget applies (the cascade takes over past it)."""
-    options = replace(options, skip_stale_steps=True)
-    if isinstance(options, DirectOptions):
-        options = replace(options, max_compute_ratio=DirectOptions.max_compute_ratio)
-    return options
+def live_options(options: SessionOptions) -> SessionOptions:
+    """The options as a live stream runs them: stale steps are skipped when the engine falls behind."""
+    return replace(options, skip_stale_steps=True)
 
 
 @dataclass(frozen=True)
@@ -168,9 +62,13 @@ class RunSpec:
         return policy_spec(self.mode, self.policy)
 
     @property
+    def options(self) -> SessionOptions:
+        return session_options(self.mode, self.policy, self.knob)
+
+    @property
     def name(self) -> str:
         """A folder name: ``cascade-sentence-step_ms=1000``."""
-        return f"{self.mode}-{self.policy}-{self.spec.knob_name}={self.knob:g}"
+        return f"{self.mode}-{self.policy}-{self.spec.knob.name}={self.knob:g}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,7 +96,7 @@ def stream_instance(engine: Engine, instance: SpeechInstance, run: RunSpec, sett
     audio = instance.load_audio()
     audio_ms = len(audio) / SAMPLES_PER_MS
     wall = settings.clock == "wall"
-    options = session_options(run.mode, run.policy, run.knob)
+    options = run.options
     if wall:
         options = live_options(options)
     clock = WallClock() if wall else SimulatedClock()
@@ -214,8 +112,7 @@ def stream_instance(engine: Engine, instance: SpeechInstance, run: RunSpec, sett
     except Exception as e:  # noqa: BLE001 - a failing engine call must not end the whole benchmark
         error = f"{type(e).__name__}: {e}"
         log.error("%s %s %s failed at %.0f ms of audio: %s", run.name, run.pair.name, instance.id, timed.fed_ms, error)
-    stats = getattr(session, "stats", None)  # only the direct session counts its steps
-    return timed.output(instance.id, audio_ms, error, stats if isinstance(stats, DirectStats) else None)
+    return timed.output(instance.id, audio_ms, error, session.stats)
 
 
 class _TimedSession:
@@ -249,7 +146,7 @@ class _TimedSession:
         else:
             self.tracker.observe(events, compute_ms=self.compute_ms)
 
-    def output(self, instance_id: str, audio_ms: float, error: str, steps: DirectStats | None) -> StreamOutput:
+    def output(self, instance_id: str, audio_ms: float, error: str, steps: SessionStats | None) -> StreamOutput:
         return StreamOutput(
             instance_id,
             self.tracker.output_segments(),

@@ -31,7 +31,7 @@ from streamst.benchmarks.datasets import ReferenceSegment, SpeechInstance
 from streamst import metrics
 from streamst.languages import Language
 from streamst.metrics import Erasure, InstanceTrace, LatencyScores, QualityScore
-from streamst.sessions.direct import DirectStats
+from streamst.sessions.base import SessionStats
 from streamst.types import Event, FinalEvent
 
 log = logging.getLogger("streamst.benchmarks.scoring")
@@ -67,10 +67,10 @@ class CallRecord:
     compute_ms: float  # compute time of all calls so far, this one included
 
 
-def step_counts(outputs: Sequence[StreamOutput]) -> DirectStats | None:
-    """The direct path's step counts of a run, summed over its streams; None when no stream has any."""
+def step_counts(outputs: Sequence[StreamOutput]) -> SessionStats | None:
+    """The sessions' step counts of a run, summed over its streams; None when no stream has any."""
     counts = [dataclasses.astuple(o.steps) for o in outputs if o.steps is not None]
-    return DirectStats(*(sum(column) for column in zip(*counts))) if counts else None
+    return SessionStats(*(sum(column) for column in zip(*counts))) if counts else None
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class StreamOutput:
     wall_clock: bool = False  # elapsed is wall time at 1× (True) or delay + compute (False)
     error: str = ""  # why the run of this instance stopped early; "" when it completed
     committed: tuple[str, ...] = ()  # committed target text after each event (a sequence of characters)
-    steps: DirectStats | None = None  # the direct path's step counts; None for the cascade
+    steps: SessionStats | None = None  # the session's step counts; None when not recorded
 
     def elapsed_origin_ms(self, start_ms: float) -> float:
         """The elapsed time at which the audio at ``start_ms`` had been fed.
@@ -305,7 +305,7 @@ class RunScores:
     errors: tuple[str, ...] = ()  # "<instance id>: <error>" for each instance whose run failed
     offline_errors: tuple[str, ...] = ()  # the same for the offline run
     committed_erasure: float = 0.0  # normalized erasure of committed text, in characters; 0 by contract
-    steps: DirectStats | None = None  # the direct path's steps, summed over the streams
+    steps: SessionStats | None = None  # the sessions' steps, summed over the streams
 
     @property
     def system(self) -> str:

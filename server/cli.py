@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
 
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import StreamstError
@@ -137,17 +136,6 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def engine_config(n_threads: int) -> EngineConfig:
-    """The default engine with `n_threads` threads for every model call."""
-    defaults = EngineConfig()
-    return replace(
-        defaults,
-        n_threads=n_threads,
-        whisper=replace(defaults.whisper, n_threads=n_threads),
-        llama=replace(defaults.llama, n_threads=n_threads),
-    )
-
-
 async def serve(app: App) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     stop = asyncio.Event()
@@ -165,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, args.log_json)
     try:
         config = config_from_args(args)
-        asyncio.run(serve(App(Engine(engine_config(args.threads)), config)))
+        asyncio.run(serve(App(Engine(EngineConfig(n_threads=args.threads)), config)))
     except StreamstError as e:
         print(f"streamst-server: error: {e}", file=sys.stderr)
         return e.exit_code

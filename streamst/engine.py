@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,17 +22,18 @@ from streamst.encoders.sensevoice import SenseVoiceOptions, load_sensevoice
 from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
 from streamst.errors import LanguageError, ModelError, OptionsError
 from streamst.languages import Language, resolve
-from streamst.options import DEFAULT_MODE, MODES
-from streamst.punctuation import PassThroughPunctuator, Punctuator
-from streamst.sessions.base import Components, SegmentedSession
-from streamst.sessions.cascade import CascadeOptions, CascadeSession
-from streamst.sessions.direct import DirectOptions, DirectSession
+from streamst.options import DEFAULT_MODE, mode_spec
+from streamst.punctuation import PassThroughPunctuator
+from streamst.sessions.base import Components, SegmentedSession, SessionOptions
+from streamst.sessions.cascade import CascadeSession
+from streamst.sessions.direct import DirectSession
 from streamst.translators.base import Translator
 from streamst.translators.llama_cpp import LlamaCppTranslator, LlamaOptions
 from streamst.vad import SileroVAD
 
 log = logging.getLogger("streamst.engine")
 
+SESSIONS: dict[str, type[SegmentedSession]] = {"direct": DirectSession, "cascade": CascadeSession}
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class EngineConfig:
     translator_model: str = "qwen2.5-coder-0.5b-instruct-q4km"  # registry name of the decoder
     translator_file: str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # the GGUF inside it
     translator_backend: str = "llama.cpp"  # llama.cpp (GGUF, CPU) | transformers (torch, GPU)
-    n_threads: int = 2  # threads per model call
+    n_threads: int = 2  # threads of each model call (VAD: 1); at most the cores a call may have to itself
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     llama: LlamaOptions = field(default_factory=LlamaOptions)
     sensevoice: SenseVoiceOptions = field(default_factory=SenseVoiceOptions)
@@ -51,6 +54,8 @@ class Engine:
     """Shared models, loaded lazily on first use (or all at once with `load()`); thread-safe."""
 
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
+        if config.n_threads < 1:
+            raise OptionsError(f"n_threads must be at least 1, got {config.n_threads}")
         self.config = config
         self._lock = threading.Lock()
         self._components: Components | None = None
@@ -86,23 +91,19 @@ class Engine:
         target: str,
         mode: str = DEFAULT_MODE,
         clock: Clock | None = None,
-        options: CascadeOptions | DirectOptions | None = None,
+        options: SessionOptions | None = None,
     ) -> SegmentedSession:
         """A new stream from `source` speech to `target` text (language codes or names).
-        `options` must match the mode (DirectOptions for "direct", CascadeOptions for "cascade")."""
+        `options` must match the mode (`streamst.options.session_options` builds them); None takes
+        the mode's defaults."""
         source_language, target_language = self.check_pair(source, target)
-        if mode not in MODES:
-            raise OptionsError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+        options_type = mode_spec(mode).options_type
+        if options is not None and not isinstance(options, options_type):
+            raise OptionsError(f"mode {mode!r} takes {options_type.__name__}, got {type(options).__name__}")
         components = self.components_for(source_language)
         if not components.encoder.supports(source_language.whisper_code or ""):
             raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
-        if mode == "direct":
-            if options is not None and not isinstance(options, DirectOptions):
-                raise OptionsError(f"mode 'direct' takes DirectOptions, got {type(options).__name__}")
-            return DirectSession(components, source_language, target_language, options or DirectOptions(), clock)
-        if options is not None and not isinstance(options, CascadeOptions):
-            raise OptionsError(f"mode 'cascade' takes CascadeOptions, got {type(options).__name__}")
-        return CascadeSession(components, source_language, target_language, options or CascadeOptions(), clock)
+        return SESSIONS[mode](components, source_language, target_language, options or options_type(), clock)
 
     @staticmethod
     def check_pair(source: str, target: str) -> tuple[Language, Language]:
@@ -118,21 +119,25 @@ class Engine:
         return source_language, target_language
 
     def _load_vad(self) -> SileroVAD:
-        return SileroVAD(registry.model_file(self.config.vad_model, "silero_vad.onnx"))
+        path = registry.model_file(self.config.vad_model, "silero_vad.onnx")
+        with _pull_hint(self.config.vad_model):
+            return SileroVAD(path)
 
     def _load_encoder(self) -> SpeechEncoder:
-        path: Path = registry.model_path(self.config.encoder_model)
-        log.info("loading speech encoder %s from %s", self.config.encoder_model, path)
-        if registry.get_manifest(self.config.encoder_model).format == "sensevoice":
-            return load_sensevoice(path, self.config.sensevoice)
-        return WhisperEncoder(path, self.config.whisper)
+        name = self.config.encoder_model
+        path: Path = registry.model_path(name)
+        log.info("loading speech encoder %s from %s (%d threads)", name, path, self.config.n_threads)
+        if registry.get_manifest(name).format == "sensevoice":
+            return load_sensevoice(path, self.config.sensevoice, self.config.n_threads)
+        with _pull_hint(name):
+            return WhisperEncoder(path, self.config.whisper, self.config.n_threads)
 
     def _load_sensevoice(self) -> SpeechEncoder | None:
         name = self.config.sensevoice_model
         if not name or name == self.config.encoder_model or registry.pull_state(name) != "pulled":
             return None
         try:
-            encoder = load_sensevoice(registry.model_path(name), self.config.sensevoice)
+            encoder = load_sensevoice(registry.model_path(name), self.config.sensevoice, self.config.n_threads)
         except ModelError as e:
             log.warning("%s is pulled but cannot be loaded (%s); %s serves every language", name, e,
                         self.config.encoder_model)
@@ -141,15 +146,29 @@ class Engine:
         return encoder
 
     def _load_translator(self) -> Translator:
-        backend = self.config.translator_backend
+        name, backend = self.config.translator_model, self.config.translator_backend
+        if backend not in TRANSLATOR_BACKENDS:
+            raise OptionsError(f"unknown translator backend {backend!r}; choose one of: {', '.join(TRANSLATOR_BACKENDS)}")
         if backend == "transformers":
             from streamst.translators.transformers_backend import TransformersTranslator
 
-            path = registry.model_path(self.config.translator_model)
-            log.info("loading translator %s (transformers) from %s", self.config.translator_model, path)
-            return TransformersTranslator(path)
-        if backend != "llama.cpp":
-            raise OptionsError(f"unknown translator backend {backend!r}; choose llama.cpp or transformers")
-        path = registry.model_file(self.config.translator_model, self.config.translator_file)
-        log.info("loading translator %s from %s", self.config.translator_model, path)
-        return LlamaCppTranslator(path, self.config.llama)
+            path = registry.model_path(name)
+            log.info("loading translator %s (transformers) from %s", name, path)
+            with _pull_hint(name):
+                return TransformersTranslator(path)
+        path = registry.model_file(name, self.config.translator_file)
+        log.info("loading translator %s from %s (%d threads)", name, path, self.config.n_threads)
+        with _pull_hint(name):
+            return LlamaCppTranslator(path, self.config.llama, n_threads=self.config.n_threads)
+
+
+TRANSLATOR_BACKENDS = ("llama.cpp", "transformers")
+
+
+@contextlib.contextmanager
+def _pull_hint(model: str) -> Iterator[None]:
+    """A model whose files are there but fail to load gets the command that fetches them again."""
+    try:
+        yield
+    except ModelError as e:
+        raise ModelError(f"{e}; to fetch it again run: streamst models pull {model}") from e

@@ -31,3 +31,11 @@ class SourceUnavailableError(ModelError):
 
 class OptionsError(StreamstError):
     """An option has a value outside its valid range or choices."""
+
+
+class UnknownModeError(OptionsError):
+    """A mode that does not exist; the message lists the modes."""
+
+
+class UnknownPolicyError(OptionsError):
+    """A policy the chosen mode does not have; the message lists its policies."""

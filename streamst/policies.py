@@ -5,8 +5,11 @@ A policy is pure: `decide(state)` looks only at the explicit `PolicyState` and r
 policy what proposal it needs (`request`) before calling the translator, so the decoder never
 produces more than the policy can use. Committed target text is never retracted; every policy
 commits whole target units (words, or characters for zh/ja/ko/yue) and, while the segment is
-still open, never a sentence-final mark the source has not said yet. At segment end every policy
-flushes: it commits the whole translation."""
+still open, never a sentence-final mark the source has not said yet. The session, not the policy,
+flushes a sentence when it ends.
+
+Each policy declares its latency `knob` (name, type, range, default, sweep values, help); a new
+policy is one decision class here and one entry in `streamst.options`."""
 
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from streamst.errors import OptionsError
+from streamst.knobs import Knob
 from streamst.punctuation import SENTENCE_END
 from streamst.types import TokenStep
 
@@ -51,7 +54,6 @@ class PolicyState:
     committed_target: str  # target text already committed in this segment
     proposal: Proposal  # the decoder's continuation after `committed_target`
     history: tuple[str, ...]  # earlier full targets (committed + proposal), oldest first
-    segment_finished: bool  # the speaker finished the segment: flush
     target_unit: Literal["word", "char"]
 
 
@@ -69,7 +71,20 @@ Action = Read | Write
 
 
 class Policy(ABC):
-    name: str
+    name: ClassVar[str]
+    knob: ClassVar[Knob]  # the latency knob: a dataclass field of the same name holds its value
+
+    def __post_init__(self) -> None:
+        self.knob.parse(self.knob_value)
+
+    @property
+    def knob_value(self) -> float:
+        return getattr(self, self.knob.name)
+
+    @classmethod
+    def with_knob(cls, value: float | None = None) -> Policy:
+        """The policy with its knob at `value` (checked), or at the knob's default for None."""
+        return cls(**{cls.knob.name: cls.knob.parse(cls.knob.default if value is None else value)})
 
     @abstractmethod
     def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
@@ -80,8 +95,6 @@ class Policy(ABC):
         """How many units of the proposal to commit while the segment is open (0 = READ)."""
 
     def decide(self, state: PolicyState) -> Action:
-        if state.segment_finished:
-            return Write(state.proposal.text) if state.proposal.text else Read()
         n_units = self.choose(state)
         # A proposal cut by its token cap may not have finished its last unit.
         complete = count_units(state.proposal.text, state.target_unit) - (0 if state.proposal.finished else 1)
@@ -104,10 +117,8 @@ class WaitK(Policy):
 
     k: int = 3
     name = "wait-k"
-
-    def __post_init__(self) -> None:
-        if self.k < 0:
-            raise OptionsError(f"wait-k needs k >= 0, got {self.k}")
+    knob = Knob("k", int, default=3, sweep=(1, 2, 3, 5), minimum=0,
+                help="target words trail the stable source by k words")
 
     def allowed_units(self, n_stable_words: int, unit: Literal["word", "char"]) -> int:
         return max(0, math.floor((n_stable_words - self.k) * UNITS_PER_SOURCE_WORD[unit]))
@@ -130,10 +141,8 @@ class TargetAgreement(Policy):
     n: int = 2
     lookahead_tokens: int = 16  # the most tokens decoded per step; agreement grows step by step
     name = "la"
-
-    def __post_init__(self) -> None:
-        if self.n < 2:
-            raise OptionsError(f"target agreement needs n >= 2, got {self.n}")
+    knob = Knob("n", int, default=2, sweep=(2, 3, 4, 5), minimum=2,
+                help="commit the prefix the last n translations of the source so far agree on")
 
     def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
         return ProposalRequest("all", self.lookahead_tokens)
@@ -158,10 +167,8 @@ class Confidence(Policy):
     tau: float = 0.6
     lookahead_tokens: int = 12  # the most tokens decoded per step
     name = "confidence"
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.tau < 1.0:
-            raise OptionsError(f"confidence needs 0 < tau < 1, got {self.tau}")
+    knob = Knob("tau", float, default=0.6, sweep=(0.3, 0.5, 0.7, 0.9), minimum=0.0, maximum=1.0, exclusive=True,
+                help="commit proposal tokens of the stable source while their probability stays >= tau")
 
     def request(self, n_stable_words: int, n_committed_units: int, unit: Literal["word", "char"]) -> ProposalRequest:
         return ProposalRequest("stable", self.lookahead_tokens)
@@ -181,17 +188,6 @@ class Confidence(Policy):
                 break
             n += 1
         return n
-
-
-POLICIES = {"wait-k": ("k", int, WaitK), "la": ("n", int, TargetAgreement), "confidence": ("tau", float, Confidence)}
-
-
-def make_policy(name: str, knob: float | None = None) -> Policy:
-    """`make_policy("wait-k", 3)`; the knob is k, n or tau; None takes the policy's default."""
-    if name not in POLICIES:
-        raise OptionsError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
-    field_name, kind, cls = POLICIES[name]
-    return cls() if knob is None else cls(**{field_name: kind(knob)})
 
 
 # units -------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class SileroVAD:
             )
         except Exception as e:
             raise ModelError(
-                f"cannot load the VAD model {model_path}: {e}; run: streamst models pull silero-vad"
+                f"cannot load the VAD model {model_path}: {e}"
             ) from e
         self._sr = np.array(SAMPLE_RATE_HZ, dtype=np.int64)
 

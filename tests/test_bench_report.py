@@ -17,7 +17,7 @@ from streamst.benchmarks.scoring import (
 )
 
 from streamst.metrics import LatencyScores
-from streamst.sessions.direct import DirectStats
+from streamst.sessions.base import SessionStats
 
 BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
 CHRF_SIGNATURE = "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0"
@@ -184,12 +184,12 @@ def test_wall_clock_runs_are_their_own_line() -> None:
 
 def test_direct_step_counts_are_summed_reported_and_saved(tmp_path: Path) -> None:
     per_stream = [
-        DirectStats(n_steps=10, n_skipped_steps=1, n_prompt_tokens=400, n_prefill_tokens=100, n_fallbacks=0),
-        DirectStats(n_steps=10, n_skipped_steps=0, n_prompt_tokens=600, n_prefill_tokens=150, n_fallbacks=1),
+        SessionStats(n_steps=10, n_skipped_steps=1, n_prompt_tokens=400, n_prefill_tokens=100, n_fallbacks=0),
+        SessionStats(n_steps=10, n_skipped_steps=0, n_prompt_tokens=600, n_prefill_tokens=150, n_fallbacks=1),
     ]
     outputs = [StreamOutput("x", (), (), 1.0, 1.0, steps=s) for s in per_stream] + [StreamOutput("y", (), (), 1.0, 1.0)]
     steps = step_counts(outputs)
-    assert steps == DirectStats(n_steps=20, n_skipped_steps=1, n_prompt_tokens=1000, n_prefill_tokens=250, n_fallbacks=1)
+    assert steps == SessionStats(n_steps=20, n_skipped_steps=1, n_prompt_tokens=1000, n_prefill_tokens=250, n_fallbacks=1)
     direct = dataclasses.replace(RUNS[0], mode="direct", policy="wait-k", knob_name="k", knob=1, steps=steps)
     text = report.folder_report(results.BenchResults(meta("streamst-bench run"), runs=(direct, RUNS[1])))
     assert "| direct/wait-k | k=1 | en-de | 20 | 1 | 50.0 | 12.5 | 1 |" in text

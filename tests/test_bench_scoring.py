@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 
 import numpy as np
 import pytest
 from streamst.benchmarks import runner
 from streamst.benchmarks.datasets import ReferenceSegment, SpeechInstance, parse_pairs
-from streamst.benchmarks.runner import RunSpec, StreamSettings, live_options, session_options, stream_instance
+from streamst.benchmarks.runner import RunSpec, StreamSettings, live_options, stream_instance
 from streamst.benchmarks.scoring import (
     CallRecord,
     CommitTracker,
@@ -24,6 +23,9 @@ from streamst.benchmarks.scoring import (
 from streamst import metrics
 from streamst.errors import OptionsError
 from streamst.languages import resolve
+from streamst.options import session_options
+from streamst.policies import WaitK
+from streamst.sessions.base import SessionStats
 from streamst.sessions.cascade import CascadeOptions
 from streamst.sessions.direct import DirectOptions
 from streamst.types import SAMPLES_PER_MS, FinalEvent, PartialEvent
@@ -181,6 +183,8 @@ class FakeTime:
 class ScriptedSession:
     """Commits one word at 96 ms and 'works' 40 ms there, then the rest at finish (120 ms)."""
 
+    stats = SessionStats(n_steps=1, n_skipped_steps=0, n_prefill_tokens=0, n_prompt_tokens=0, n_fallbacks=0)
+
     def __init__(self, fake_time: FakeTime, clock) -> None:
         self.time = fake_time
         self.clock = clock
@@ -220,6 +224,7 @@ def test_simulated_clock_elapsed_accumulates_compute(monkeypatch: pytest.MonkeyP
     assert output.compute_ms == pytest.approx(170)
     assert output.audio_ms == 200
     assert len(output.calls) == 11
+    assert output.steps == ScriptedSession.stats
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,10 +232,11 @@ def test_simulated_clock_elapsed_accumulates_compute(monkeypatch: pytest.MonkeyP
 
 
 def test_session_options_map_knobs() -> None:
+    assert RunSpec("cascade", "sentence", 500, parse_pairs("en-de")[0]).options == CascadeOptions(step_ms=500)
     assert session_options("cascade", "sentence", 500) == CascadeOptions(step_ms=500, early_sentences=True)
     segment = session_options("cascade", "segment", 300)
     assert segment.early_sentences is False and segment.vad.min_silence_ms == 300
-    with pytest.raises(OptionsError, match="unknown policy 'wait-k'"):
+    with pytest.raises(OptionsError, match="no policy 'wait-k'"):
         session_options("cascade", "wait-k", 3)
     with pytest.raises(OptionsError, match="unknown mode"):
         session_options("telepathy", "sentence", 1)
@@ -240,10 +246,10 @@ def test_session_options_map_knobs() -> None:
 
 def test_wall_clock_runs_use_the_live_options() -> None:
     simulated = session_options("direct", "wait-k", 2)
-    assert simulated.skip_stale_steps is False and math.isinf(simulated.max_compute_ratio)
+    assert simulated.skip_stale_steps is False
     live = live_options(simulated)
     assert live.skip_stale_steps is True and live.max_compute_ratio == DirectOptions.max_compute_ratio
-    assert live.knob == 2 and live_options(session_options("cascade", "sentence", 500)).skip_stale_steps is True
+    assert live.policy == WaitK(2) and live_options(session_options("cascade", "sentence", 500)).skip_stale_steps is True
 
 
 def test_stream_settings_are_checked() -> None:

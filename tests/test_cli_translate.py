@@ -66,10 +66,12 @@ def test_unknown_language(tmp_path):
 @pytest.mark.parametrize(
     ("options", "needles"),
     [
-        (("--policy", "la", "--n", "1"), ("n >= 2",)),
-        (("--policy", "wait-k", "--k", "-1"), ("k >= 0",)),
-        (("--policy", "confidence", "--tau", "1.5"), ("0 < tau < 1",)),
-        (("--mode", "cascade", "--policy", "la"), ("cascade", "no policy")),
+        (("--policy", "la", "--n", "1"), ("n must be at least 2, got 1",)),
+        (("--policy", "wait-k", "--k", "-1"), ("k must be at least 0",)),
+        (("--policy", "confidence", "--tau", "1.5"), ("tau must be between 0 and 1 (exclusive)",)),
+        (("--mode", "cascade", "--policy", "la"), ("cascade", "no policy 'la'", "sentence, segment")),
+        (("--mode", "cascade", "--k", "2"), ("--k does not apply to cascade/sentence", "--step-ms")),
+        (("--policy", "wait-k", "--n", "2"), ("--n does not apply to direct/wait-k", "--k")),
         (("--step-ms", "20"), ("step_ms", "100")),
     ],
 )

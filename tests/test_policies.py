@@ -18,9 +18,9 @@ from streamst.policies import (
     TargetAgreement,
     WaitK,
     Write,
-    make_policy,
     split_units,
 )
+from streamst.options import MODES, session_options
 from streamst.types import TokenStep, Word
 
 
@@ -28,9 +28,9 @@ def proposal(*pieces: str, logprob: float = -0.01, finished: bool = False) -> Pr
     return Proposal(tuple(TokenStep(i, p, logprob) for i, p in enumerate(pieces)), finished)
 
 
-def state(proposal_: Proposal, n_stable: int = 6, committed: str = "", history=(), finished=False,
+def state(proposal_: Proposal, n_stable: int = 6, committed: str = "", history=(),
           unit="word", stable="one two three four five six") -> PolicyState:
-    return PolicyState(n_stable, stable, "seven", committed, proposal_, tuple(history), finished, unit)
+    return PolicyState(n_stable, stable, "seven", committed, proposal_, tuple(history), unit)
 
 
 # wait-k ------------------------------------------------------------------------------------------
@@ -76,12 +76,6 @@ def test_no_sentence_end_before_the_source_ends_one():
     assert WaitK(k=0).decide(ended) == Write("Eins zwei.")
 
 
-def test_every_policy_flushes_at_segment_end():
-    p = proposal(" der", " Rest", ".", finished=True)
-    for policy in (WaitK(5), TargetAgreement(3), Confidence(0.99)):
-        assert policy.decide(state(p, n_stable=1, finished=True)) == Write(" der Rest.")
-
-
 # target agreement --------------------------------------------------------------------------------
 
 def test_target_agreement_commits_the_agreed_prefix():
@@ -117,16 +111,30 @@ def test_confidence_waits_for_a_word_split_across_tokens():
 
 # options -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, knob", [("wait-k", -1), ("la", 1), ("confidence", 1.5), ("nope", None)])
+@pytest.mark.parametrize("name, knob", [("wait-k", -1), ("la", 1), ("la", 2.5), ("confidence", 1.5), ("nope", None)])
 def test_bad_policy_options_are_refused(name, knob):
     with pytest.raises(OptionsError):
-        make_policy(name, knob)
+        session_options("direct", name, knob)
 
 
-def test_make_policy_reads_the_knob():
-    assert make_policy("wait-k", 4) == WaitK(4)
-    assert make_policy("la", 3) == TargetAgreement(3)
-    assert make_policy("confidence", 0.7) == Confidence(0.7)
+@pytest.mark.parametrize("policy", [WaitK, TargetAgreement, Confidence])
+def test_a_policy_checks_its_own_knob_when_built_directly(policy):
+    with pytest.raises(OptionsError, match=policy.knob.name):
+        policy(**{policy.knob.name: -1})
+
+
+def test_the_knob_reaches_the_policy():
+    assert session_options("direct", "wait-k", 4).policy == WaitK(4)
+    assert session_options("direct", "la", 3).policy == TargetAgreement(3)
+    assert session_options("direct", "confidence", 0.7).policy == Confidence(0.7)
+    assert session_options("direct").policy == TargetAgreement(2)
+
+
+def test_every_spec_default_and_sweep_value_builds_a_session():
+    for mode in MODES.values():
+        for spec in mode.policies:
+            for value in (spec.knob.default, *spec.knob.sweep):
+                assert isinstance(session_options(mode.name, spec.name, value), mode.options_type)
 
 
 # properties --------------------------------------------------------------------------------------

@@ -25,14 +25,13 @@ from streamst.engine import Engine, EngineConfig
 from streamst.errors import ModelNotPulledError
 from streamst.languages import resolve
 from streamst.sessions.cascade import CascadeOptions
-from streamst.sessions.direct import DirectOptions
+from streamst.options import session_options
 from streamst.translators.base import Translator
 from streamst.translators.transformers_backend import TransformersOptions, TransformersTranslator
 from streamst.types import FinalEvent, PartialEvent
 
 SHARED_MODELS = ("silero-vad", "whisper-base")
 CHUNK_MS = 100
-NO_BUDGET = 1e6  # compute speed must not send a segment to the cascade here
 CLIP_S = 5.0
 
 
@@ -134,7 +133,7 @@ def test_a_sensevoice_that_cannot_load_leaves_whisper_in_charge(engine_for, capl
 @pytest.mark.parametrize("policy", ["wait-k", "la", "confidence"])
 def test_direct_mode_end_to_end(engine, fleurs: dict, policy: str) -> None:
     audio = clip(fleurs, "fleurs-en-004")
-    options = DirectOptions(policy=policy, step_ms=500, max_compute_ratio=NO_BUDGET)
+    options = session_options("direct", policy, step_ms=500)
     session = engine.session("en", "de", mode="direct", clock=SimulatedClock(), options=options)
     assert session.components.encoder.runner.name == "onnx"
     check_events(run(session, audio), "direct", len(audio) // 16)

@@ -326,11 +326,14 @@ def test_pcm_reader_rejects_a_riff_without_data():
 # policies and limits --------------------------------------------------------------------------------------
 
 
-def test_cascade_choice_has_no_policy_and_skips_stale_steps_when_live():
+def test_cascade_choice_takes_its_sentence_policy_and_skips_stale_steps_when_live():
     choice = policies.choose("cascade", None, None, None, realtime=True)
-    assert (choice.mode, choice.policy, choice.knob, choice.step_ms) == ("cascade", None, None, 1000)
+    assert (choice.mode, choice.policy, choice.knob, choice.step_ms) == ("cascade", "sentence", 1000, 1000)
     assert choice.options == CascadeOptions(skip_stale_steps=True)
     assert policies.choose("cascade", None, None, 400, realtime=False).options == CascadeOptions(step_ms=400)
+    assert policies.choose("cascade", "sentence", 400, None, realtime=False).options == CascadeOptions(step_ms=400)
+    segment = policies.choose("cascade", "segment", 800, None, realtime=False)
+    assert (segment.options.early_sentences, segment.options.vad.min_silence_ms) == (False, 800)
 
 
 def test_direct_choice_fills_in_the_policy_and_its_knob():
@@ -347,6 +350,8 @@ def test_direct_choice_fills_in_the_policy_and_its_knob():
         ("telepathy", None, None, None, ErrorCode.UNSUPPORTED_MODE),
         ("cascade", "wait-k", None, None, ErrorCode.UNSUPPORTED_POLICY),
         ("cascade", None, 3, None, ErrorCode.BAD_OPTION),
+        ("cascade", "sentence", 600, 700, ErrorCode.BAD_OPTION),
+        ("direct", "la", "two", None, ErrorCode.BAD_OPTION),
         ("direct", "wait-q", None, None, ErrorCode.UNSUPPORTED_POLICY),
         ("direct", "la", 1, None, ErrorCode.BAD_OPTION),
         ("direct", "confidence", 1.5, None, ErrorCode.BAD_OPTION),
@@ -361,7 +366,14 @@ def test_session_choice_errors(mode, policy, knob, step_ms, code):
 
 
 def test_policies_are_described_per_mode():
-    assert policies.describe() == {"direct": {"wait-k": "k", "la": "n", "confidence": "tau"}, "cascade": {}}
+    described = policies.describe()
+    assert {mode: {name: p["knob"]["name"] for name, p in spec["policies"].items()} for mode, spec in described.items()} == {
+        "direct": {"la": "n", "wait-k": "k", "confidence": "tau"},
+        "cascade": {"sentence": "step_ms", "segment": "min_silence_ms"},
+    }
+    assert described["direct"]["default_policy"] == "la"
+    assert described["direct"]["policies"]["confidence"]["knob"] | {"help": ""} == {
+        "name": "tau", "type": "number", "default": 0.6, "minimum": 0.0, "maximum": 1.0, "exclusive": True, "help": ""}
 
 
 def test_limits_validation():

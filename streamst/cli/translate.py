@@ -16,10 +16,7 @@ from streamst.audio import decode_audio
 from streamst.clock import WallClock
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import AudioError, OptionsError
-from streamst.options import DEFAULT_MODE, MODES, session_options
-from streamst.policies import POLICIES
-from streamst.sessions.cascade import CascadeOptions
-from streamst.sessions.direct import DirectOptions
+from streamst.options import DEFAULT_MODE, MODES, SessionOptions, policy_spec, session_options
 from streamst.subtitles import VTT_HEADER, srt_cue, vtt_cue
 from streamst.types import SAMPLE_RATE_HZ, Event, FinalEvent, ms_to_samples
 from streamst.vad import VADOptions
@@ -34,16 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("audio", help="audio file (wav, flac, ogg/opus, mp3, ...)")
     p.add_argument("--source", "-s", required=True, help="spoken language, e.g. en, de, zh")
     p.add_argument("--target", "-t", required=True, help="translation language, e.g. zh, en, ja")
-    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help="translation path (default: %(default)s)")
-    p.add_argument("--policy", choices=tuple(POLICIES), help=f"direct mode: when to commit (default: {DirectOptions.policy})")
-    p.add_argument("--k", type=int, help="wait-k: target words trail the stable source by k words")
-    p.add_argument("--n", type=int, help="la: commit what the last n translations agree on")
-    p.add_argument("--tau", type=float, help="confidence: commit tokens with probability >= tau")
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=tuple(MODES), help="translation path (default: %(default)s)")
+    p.add_argument("--policy", choices=_POLICY_NAMES, help="when to commit: " + "; ".join(
+        f"{m.name}: {', '.join(q.name for q in m.policies)} (default {m.default_policy.name})" for m in MODES.values()))
+    for knob in _KNOBS.values():
+        p.add_argument(f"--{knob.name}", type=knob.kind, help=f"{_knob_owner(knob.name)}: {knob.help} "
+                       f"({knob.range_text}; default {knob.default:g})")  # fmt: skip
     p.add_argument("--realtime", action="store_true", help="pace the file at 1x speed, as a live speaker")
     p.add_argument("--format", "-f", default="text", choices=FORMATS, help="output format (default: text)")
     p.add_argument("--output", "-o", help="write output to this file instead of stdout")
     p.add_argument("--chunk-ms", type=int, default=100, help="audio fed per push, in ms (default: 100)")
-    p.add_argument("--step-ms", type=int, help=f"re-transcribe every N ms (default: {DirectOptions.step_ms} direct, {CascadeOptions.step_ms} cascade)")
+    p.add_argument("--step-ms", type=int, help="re-transcribe every N ms (default: " + ", ".join(
+        f"{m.options_type.step_ms} {m.name}" for m in MODES.values()) + ")")
     p.add_argument("--min-silence-ms", type=int, default=VADOptions.min_silence_ms, help="silence ending a segment")
     p.add_argument("--max-segment-ms", type=int, default=VADOptions.max_segment_ms, help="longest segment")
     p.add_argument("--vad-threshold", type=float, default=VADOptions.threshold, help="speech probability")
@@ -91,26 +90,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# The knobs that get their own flag: each direct policy's (--k, --n, --tau). The cascade's knobs are
+# settings that already have one (--step-ms, --min-silence-ms).
+_POLICY_NAMES = tuple(dict.fromkeys(p.name for m in MODES.values() for p in m.policies))
+_KNOBS = {p.knob.name: p.knob for p in MODES["direct"].policies}
+
+
+def _knob_owner(knob_name: str) -> str:
+    return ", ".join(p.name for p in MODES["direct"].policies if p.knob.name == knob_name)
+
+
 def _knob(args: argparse.Namespace) -> float | None:
     """The knob of the chosen policy; a knob of another policy is a mistake worth naming."""
-    given = {name: getattr(args, name) for name in ("k", "n", "tau") if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in _KNOBS if getattr(args, name) is not None}
     if not given:
         return None
-    if args.mode != "direct":
-        raise OptionsError(f"--{next(iter(given))} applies to --mode direct only")
-    policy = args.policy or DirectOptions.policy
-    wanted = POLICIES[policy][0]
-    wrong = [name for name in given if name != wanted]
+    spec = policy_spec(args.mode, args.policy)
+    wrong = [name for name in given if name != spec.knob.name]
     if wrong:
-        raise OptionsError(f"--{wrong[0]} does not apply to policy {policy}; its knob is --{wanted}")
-    return given[wanted]
+        flag = spec.knob.name.replace("_", "-")
+        raise OptionsError(f"--{wrong[0]} does not apply to {spec.label}; its knob is --{flag}")
+    return given[spec.knob.name]
 
 
 def stream_file(
     engine: Engine,
     audio: np.ndarray,
     args: argparse.Namespace,
-    options: CascadeOptions | DirectOptions,
+    options: SessionOptions,
     printer: EventPrinter,
 ) -> int:
     """Feeds the audio in chunks (paced at 1x with --realtime); returns the number of spoken finals."""

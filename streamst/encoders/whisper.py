@@ -36,7 +36,6 @@ DEFAULT_PROMPTS = {"zh": "以下是普通话的句子。"}
 @dataclass(frozen=True)
 class WhisperOptions:
     compute_type: str = "int8"  # CTranslate2 quantisation on CPU
-    n_threads: int = 2  # intra-op threads
     beam_size: int = 1  # 1 = greedy; larger is slower and a little more accurate
     no_speech_threshold: float = 0.6  # with a low log-prob, a window this likely silent gives no text
     log_prob_threshold: float = -1.0  # average token log-prob below which no-speech may apply
@@ -48,8 +47,6 @@ class WhisperOptions:
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise OptionsError(f"beam_size must be at least 1, got {self.beam_size}")
-        if self.n_threads < 1:
-            raise OptionsError(f"n_threads must be at least 1, got {self.n_threads}")
 
 
 CHAR_LANGUAGES = frozenset({"zh", "ja", "ko", "yue"})
@@ -60,7 +57,10 @@ class WhisperEncoder(SpeechEncoder):
 
     name = "whisper"
 
-    def __init__(self, model_dir: Path, options: WhisperOptions = WhisperOptions()) -> None:
+    def __init__(self, model_dir: Path, options: WhisperOptions = WhisperOptions(), n_threads: int = 2) -> None:
+        """`n_threads`: CTranslate2's intra-op threads for every call (the engine's share)."""
+        if n_threads < 1:
+            raise OptionsError(f"n_threads must be at least 1, got {n_threads}")
         try:
             from faster_whisper import WhisperModel
         except ImportError as e:
@@ -71,7 +71,7 @@ class WhisperEncoder(SpeechEncoder):
                 str(model_dir),
                 device="cpu",
                 compute_type=options.compute_type,
-                cpu_threads=options.n_threads,
+                cpu_threads=n_threads,
                 num_workers=1,
             )
         except Exception as e:

@@ -1,28 +1,66 @@
-"""The frame loop every session shares: audio → VAD frames → segment boundaries → hooks.
+"""The loop every session shares: audio → VAD frames → segments → steps → sentence finals.
 
 Audio is consumed in whole VAD frames, so a session behaves the same whatever chunk sizes the
-caller pushes; the hooks see the audio position (`heard_ms`) at which each decision is made."""
+caller pushes; decisions are made at the audio position `heard_ms`. While a segment is open the
+session steps every `step_ms` of new audio (or skips a step that is already stale, live); each
+step's compute is metered on the session's clock against the segment's budget. A subclass says
+only what a step commits (`step`) and which words close a segment (`close_words`); finishing a
+sentence (`close_sentence`) and a segment (`on_close`) is common to both modes.
+
+The compute budget: once a sentence has spent more than `max_compute_ratio` × its audio on
+steps, its segment takes no more steps; at the segment's end the rest is translated sentence by
+sentence, as the cascade closes a segment (continuing any target text already committed), and
+its finals say mode="cascade" with the reason. A step that raises is handed on the same way when
+`step_failed` says so. On a simulated clock no time passes during a step, so the budget never
+trips there and results do not depend on the machine's speed."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamst.clock import Clock
+from streamst.clock import Clock, WallClock
 from streamst.encoders.base import SpeechEncoder
+from streamst.errors import OptionsError
 from streamst.languages import Language
-from streamst.punctuation import Punctuator
+from streamst.punctuation import Punctuator, join_words, split_sentences
 from streamst.sessions.buffer import AudioBuffer
 from streamst.translators.base import Translator
-from streamst.types import Event, FinalEvent, Mode, PartialEvent
+from streamst.types import Event, FinalEvent, Mode, PartialEvent, Translation, Word
 from streamst.vad import FRAME_MS, FRAME_SAMPLES, Endpointer, SegmentClosed, SegmentOpened, SileroVAD, VADOptions
 
 log = logging.getLogger("streamst.sessions")
 
 KEEP_BEFORE_MS = 1_000  # audio kept before the open segment (speech padding reaches into it)
+PROMPT_CHARS = 200  # committed source text given to the recogniser as context
+MIN_STEP_MS = 100  # the shortest step: a step re-transcribes the whole open window
+MAX_STEP_MS = 10_000  # the longest step: longer ones would leave a segment without partials
+MIN_BUDGET_AUDIO_MS = 3_000  # the compute budget is checked once a sentence has this much audio
+
+_stream_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What every session shares: its pace, its live behaviour, its budget and its VAD."""
+
+    step_ms: int = 1_000  # step (re-transcribe, decide) after this much new audio
+    skip_stale_steps: bool = False  # when audio arrives faster than steps run, do only the latest
+    context_prompt: bool = True  # give the recogniser the last committed source text
+    max_compute_ratio: float = math.inf  # compute per audio of a sentence before its segment stops stepping
+    vad: VADOptions = field(default_factory=VADOptions)
+
+    def __post_init__(self) -> None:
+        if not MIN_STEP_MS <= self.step_ms <= MAX_STEP_MS:
+            raise OptionsError(f"step_ms must be between {MIN_STEP_MS} and {MAX_STEP_MS} ms, got {self.step_ms}")
+        if not self.max_compute_ratio > 0:
+            raise OptionsError(f"max_compute_ratio must be positive, got {self.max_compute_ratio}")
 
 
 @dataclass(frozen=True)
@@ -35,26 +73,71 @@ class Components:
     translator: Translator
 
 
+@dataclass(frozen=True)
+class SessionStats:
+    n_steps: int  # steps run (re-transcribe, decide)
+    n_skipped_steps: int  # steps skipped as stale because the session was behind the audio
+    n_prefill_tokens: int  # translator prompt tokens evaluated, over all requests
+    n_prompt_tokens: int  # translator prompt tokens in all, cached or not
+    n_fallbacks: int  # segments handed to the sentence-by-sentence finish
+
+
+@dataclass
+class _Counts:
+    """Mutable counters inside the session; read through `SegmentedSession.stats`."""
+
+    n_steps: int = 0
+    n_skipped_steps: int = 0
+    n_prefill_tokens: int = 0
+    n_prompt_tokens: int = 0
+    n_fallbacks: int = 0
+
+
+@dataclass
+class OpenSentence:
+    """The sentence being worked on: mutable bookkeeping inside the session only."""
+
+    start_ms: int
+    committed_target: str = ""  # target text committed for it (the direct path only)
+    history: list[str] = field(default_factory=list)  # earlier full targets proposed for it
+    compute_ms: float = 0.0  # session-clock time its steps took
+    fallback_reason: str = ""  # why its segment stopped stepping; "" while it steps
+    shown: bool = False  # a partial was emitted for it
+
+
 class SegmentedSession(ABC):
     """One stream. `push` and `finish` return the events they caused, in time order."""
 
     mode: Mode
+    commits_while_open: bool  # commits target text before a sentence ends, so its final continues it
 
     def __init__(
-        self, components: Components, source: Language, target: Language, vad_options: VADOptions, clock: Clock
+        self,
+        components: Components,
+        source: Language,
+        target: Language,
+        options: SessionOptions,
+        clock: Clock | None = None,
     ) -> None:
         self.components = components
         self.source = source
         self.target = target
-        self.clock = clock
+        self.options = options
+        self.clock = clock or WallClock()
+        self.stream_id = next(_stream_ids)  # names this stream to the translator (its KV cache)
         self._vad = components.vad.stream()
-        self._endpointer = Endpointer(vad_options)
+        self._endpointer = Endpointer(options.vad)
         self._buffer = AudioBuffer()
         self._pending = np.zeros(0, dtype=np.float32)
         self._heard_samples = 0
         self._frames_left = 0  # frames of the current push still to be consumed
         self._finished = False
         self._next_segment_id = 0
+        self._window_start_ms = 0  # where the audio the next step transcribes starts
+        self._last_step_ms = 0
+        self._context = ""  # committed source text, the recogniser's prompt
+        self._sentence = OpenSentence(0)
+        self._counts = _Counts()
 
     @property
     def heard_ms(self) -> int:
@@ -69,6 +152,11 @@ class SegmentedSession(ABC):
     @property
     def segment_open(self) -> bool:
         return self._endpointer.open_start_ms is not None
+
+    @property
+    def stats(self) -> SessionStats:
+        c = self._counts
+        return SessionStats(c.n_steps, c.n_skipped_steps, c.n_prefill_tokens, c.n_prompt_tokens, c.n_fallbacks)
 
     def push(self, audio: np.ndarray) -> list[Event]:
         """audio: (n_samples,) float32 at 16 kHz, any length."""
@@ -97,9 +185,33 @@ class SegmentedSession(ABC):
             self._pending = np.zeros(0, dtype=np.float32)
             events.extend(self._consume_frame(tail))
         for closed in self._endpointer.flush():
-            events.extend(self._handle(closed))
+            events.extend(self._on_close(closed))
         self._finished = True
         return events
+
+    # what a mode decides --------------------------------------------------------------------------
+
+    @abstractmethod
+    def step(self) -> list[Event]:
+        """Work on the open window (from `window_start_ms` to `heard_ms`): partials, and finals of
+        sentences done before the segment ends (`close_sentence`)."""
+
+    @abstractmethod
+    def close_words(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        """The words of the open sentence(s) at segment end, given the last hypothesis of the window."""
+
+    def on_segment_open(self) -> None:
+        """A segment starts; reset per-segment state."""
+
+    def wants_step(self) -> bool:
+        """Whether a step due now should run (the budget and failures already stop steps)."""
+        return True
+
+    def step_failed(self, error: Exception) -> list[Event]:
+        """A step raised. Default: the caller sees the error."""
+        raise error
+
+    # the frame loop -------------------------------------------------------------------------------
 
     def _consume_frame(self, frame: np.ndarray) -> list[Event]:
         self._buffer.append(frame)
@@ -107,43 +219,110 @@ class SegmentedSession(ABC):
         changes = self._endpointer.feed(self._vad.probabilities(frame))
         events: list[Event] = []
         for change in changes:
-            events.extend(self._handle(change))
+            events.extend(self._on_open(change.start_ms) if isinstance(change, SegmentOpened) else self._on_close(change))
         if self.segment_open:
-            events.extend(self.on_frame())
+            events.extend(self._on_frame())
         else:
             self._buffer.discard_before(self.heard_ms - KEEP_BEFORE_MS)
         return events
 
-    def _handle(self, change: SegmentOpened | SegmentClosed) -> list[Event]:
-        if isinstance(change, SegmentOpened):
-            return self.on_open(change.start_ms)
-        return self.on_close(change)
+    def _on_open(self, start_ms: int) -> list[Event]:
+        self._window_start_ms = start_ms
+        self._last_step_ms = self.heard_ms
+        self._sentence = OpenSentence(start_ms)
+        self.on_segment_open()
+        return []
 
-    # hooks ------------------------------------------------------------------------------------
+    def _on_frame(self) -> list[Event]:
+        if self.heard_ms - self._last_step_ms < self.options.step_ms:
+            return []
+        self._last_step_ms = self.heard_ms
+        if self._sentence.fallback_reason or not self.wants_step():
+            return []
+        if self.options.skip_stale_steps and self.frames_left_ms >= self.options.step_ms:
+            self._counts.n_skipped_steps += 1
+            return []
+        self._counts.n_steps += 1
+        started_ms = self.clock.now_ms()
+        try:
+            return self.step()
+        except Exception as e:  # noqa: BLE001 - `step_failed` decides: hand the segment on, or raise
+            return self.step_failed(e)
+        finally:
+            self._charge(self.clock.now_ms() - started_ms)
 
-    @abstractmethod
-    def on_open(self, start_ms: int) -> list[Event]:
-        """A segment starts at `start_ms` (speech padding included)."""
+    def _on_close(self, closed: SegmentClosed) -> list[Event]:
+        """The open segment ended: the rest of its window is transcribed and translated sentence
+        by sentence (the first one continuing what was committed for it)."""
+        end_ms = closed.span.end_ms
+        words: tuple[Word, ...] = ()
+        min_speech_ms = self.options.vad.min_speech_ms
+        if closed.speech_ms >= min_speech_ms and end_ms - self._window_start_ms >= min_speech_ms:
+            words = self.close_words(self.transcribe(self._window_start_ms, end_ms))
+        events: list[Event] = [
+            self._sentence_final(sentence.words, first=i == 0) for i, sentence in enumerate(split_sentences(words))
+        ]
+        sentence = self._sentence
+        if not events and sentence.shown:
+            # The segment showed text that came to nothing more: close what was shown.
+            events.append(self.final("", sentence.committed_target, sentence.start_ms, end_ms, ""))
+        self.discard_audio_before(end_ms)
+        self._sentence = OpenSentence(end_ms)
+        return events
 
-    @abstractmethod
-    def on_frame(self) -> list[Event]:
-        """Called after every frame while a segment is open; decides whether to work now."""
+    # helpers for modes ----------------------------------------------------------------------------
 
-    @abstractmethod
-    def on_close(self, closed: SegmentClosed) -> list[Event]:
-        """The open segment ended; emit its finals."""
+    def transcribe(self, start_ms: int, end_ms: int) -> tuple[Word, ...]:
+        """The recogniser's punctuated words for the audio between two stream times."""
+        audio = self._buffer.slice_ms(start_ms, end_ms)
+        prompt = self._context if self.options.context_prompt else ""
+        transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt)
+        return self.components.punctuator.punctuate(transcript.words, self.source.code)
 
-    # helpers for subclasses --------------------------------------------------------------------
+    def translate(
+        self, source_text: str, committed: str = "", max_new_tokens: int | None = None, reuse: bool = True
+    ) -> Translation:
+        """The translator's continuation of `committed` for `source_text`; `reuse` lets it start
+        from this stream's previous request (its KV cache), which a growing source mostly shares."""
+        translation = self.components.translator.translate(
+            source_text,
+            self.source,
+            self.target,
+            committed=committed,
+            max_new_tokens=max_new_tokens,
+            stream_key=self.stream_id if reuse else None,
+        )
+        self._counts.n_prefill_tokens += translation.n_prefill_tokens
+        self._counts.n_prompt_tokens += translation.n_prompt_tokens
+        return translation
 
-    def audio_between(self, start_ms: int, end_ms: int) -> np.ndarray:
-        return self._buffer.slice_ms(start_ms, end_ms)
+    def close_sentence(
+        self, words: Sequence[Word], next_start_ms: int | None, next_sentence_start_ms: int | None = None
+    ) -> FinalEvent:
+        """A sentence done before its segment ends: its final; the window moves past it to the next
+        word (at `next_start_ms`, if heard), and a new sentence opens at `next_sentence_start_ms`
+        (default: the new window start)."""
+        event = self._sentence_final(words, first=True)
+        self._window_start_ms = cut_between(words[-1].end_ms, next_start_ms)
+        self.discard_audio_before(self._window_start_ms)
+        start_ms = self._window_start_ms if next_sentence_start_ms is None else next_sentence_start_ms
+        self._sentence = OpenSentence(start_ms)
+        return event
 
     def discard_audio_before(self, ms: int) -> None:
         self._buffer.discard_before(ms - KEEP_BEFORE_MS)
 
+    def fall_back(self, reason: str) -> None:
+        """The open segment takes no more steps; its close translates the rest sentence by sentence."""
+        if not self._sentence.fallback_reason:
+            log.info("stream %d: %s; the segment is finished sentence by sentence", self.stream_id, reason)
+            self._sentence.fallback_reason = reason
+            self._counts.n_fallbacks += 1
+
     def partial(
         self, source_text: str, start_ms: int, end_ms: int, committed: str = "", delta: str = "", tentative: str = ""
     ) -> PartialEvent:
+        self._sentence.shown = True
         return PartialEvent(
             segment_id=self._next_segment_id,
             source_text=source_text,
@@ -182,3 +361,37 @@ class SegmentedSession(ABC):
         )
         self._next_segment_id += 1
         return event
+
+    # internals --------------------------------------------------------------------------------------
+
+    def _sentence_final(self, words: Sequence[Word], first: bool) -> FinalEvent:
+        """Translates a sentence to its end. The first sentence of what is open continues the target
+        text committed for it (a mode that commits while open); the others start afresh."""
+        open_sentence = self._sentence
+        continues = first and self.commits_while_open
+        committed = open_sentence.committed_target if continues else ""
+        text = join_words(words)
+        translation = self.translate(text, committed=committed, reuse=self.commits_while_open)
+        self._context = f"{self._context} {text}".strip()[-PROMPT_CHARS:]
+        delta = translation.text.rstrip() if committed else translation.text.strip()
+        start_ms = min(open_sentence.start_ms, words[0].start_ms) if continues else words[0].start_ms
+        reason = open_sentence.fallback_reason
+        return self.final(text, committed + delta, start_ms, words[-1].end_ms, delta,
+                          "cascade" if reason else self.mode, reason)  # fmt: skip
+
+    def _charge(self, spent_ms: float) -> None:
+        sentence = self._sentence
+        sentence.compute_ms += spent_ms
+        audio_ms = self.heard_ms - sentence.start_ms
+        if audio_ms >= MIN_BUDGET_AUDIO_MS and sentence.compute_ms > self.options.max_compute_ratio * audio_ms:
+            self.fall_back(
+                f"{self.mode} path used {sentence.compute_ms / 1000:.1f} s of compute for {audio_ms / 1000:.1f} s "
+                f"of audio (budget {self.options.max_compute_ratio:g}x)"
+            )
+
+
+def cut_between(end_ms: int, next_start_ms: int | None) -> int:
+    """A window start between a finished word (ending at `end_ms`) and the next one, if heard."""
+    if next_start_ms is None or next_start_ms <= end_ms:
+        return end_ms
+    return (end_ms + next_start_ms) // 2

@@ -48,7 +48,6 @@ class SenseVoiceOptions:
     backend: str = "auto"  # "onnx" (onnxruntime), "torch" (FunASR on PyTorch); "auto": onnx when `onnx_file` exists
     onnx_file: str = ONNX_NAME  # the ONNX file in the model directory ("model_quant.onnx" for int8)
     device: str = "auto"  # "cpu", "cuda", or "auto": CUDA when the backend can use a GPU
-    n_threads: int = 2  # intra-op threads on the CPU (onnxruntime)
     use_itn: bool = True  # inverse text normalisation: punctuation, casing and digits in the output
     dither: float = 0.0  # fbank dither; FunASR's default 1.0 makes each re-run of a window differ
     ban_emo_unk: bool = False  # never emit the unknown-emotion tag (FunASR's `ban_emo_unk`)
@@ -58,8 +57,6 @@ class SenseVoiceOptions:
             raise OptionsError(f"unknown SenseVoice backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.device not in DEVICES:
             raise OptionsError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if self.n_threads < 1:
-            raise OptionsError(f"n_threads must be at least 1, got {self.n_threads}")
         if self.dither < 0:
             raise OptionsError(f"dither must not be negative, got {self.dither}")
 
@@ -134,19 +131,25 @@ class SenseVoiceEncoder(SpeechEncoder):
         return _result(decoded.words, decoded.tags, language, window_start_ms, audio_ms)
 
 
-def load_sensevoice(model_dir: Path | str, options: SenseVoiceOptions = SenseVoiceOptions()) -> SenseVoiceEncoder:
-    """A SenseVoice encoder from an official-layout directory on the backend `options` choose."""
+def load_sensevoice(
+    model_dir: Path | str, options: SenseVoiceOptions = SenseVoiceOptions(), n_threads: int = 2
+) -> SenseVoiceEncoder:
+    """A SenseVoice encoder from an official-layout directory on the backend `options` choose;
+    `n_threads`: onnxruntime's intra-op threads on the CPU (the engine's share)."""
+    if n_threads < 1:
+        raise OptionsError(f"n_threads must be at least 1, got {n_threads}")
     files = find_files(model_dir)
     config = read_config(files.config)
     vocabulary = Vocabulary(files.bpe)
     frontend = Frontend(config.frontend, load_cmvn(files.cmvn), options.dither)
-    runner = _runner(files, config, vocabulary, options)
+    runner = _runner(files, config, vocabulary, options, n_threads)
     log.info("SenseVoice from %s on the %s backend", files.directory, runner.name)
     return SenseVoiceEncoder(runner, frontend, vocabulary, options)
 
 
 def _runner(
-    files: SenseVoiceFiles, config: SenseVoiceConfig, vocabulary: Vocabulary, options: SenseVoiceOptions
+    files: SenseVoiceFiles, config: SenseVoiceConfig, vocabulary: Vocabulary, options: SenseVoiceOptions,
+    n_threads: int,
 ) -> CtcRunner:
     onnx_path = files.onnx(options.onnx_file)
     backend = options.backend
@@ -155,7 +158,7 @@ def _runner(
     if backend == "onnx":
         from streamst.encoders.sensevoice.onnx_backend import OnnxRunner
 
-        return OnnxRunner(onnx_path, options.device, options.n_threads)
+        return OnnxRunner(onnx_path, options.device, n_threads)
     from streamst.encoders.sensevoice.torch_backend import TorchRunner, import_funasr_model, load_model, resolve_device
 
     if not files.has_checkpoint and options.backend == "auto":
