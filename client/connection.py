@@ -216,39 +216,14 @@ class CaptionStream:
     async def _open(self) -> tuple[ClientConnection, wire.Ready]:
         if self._counters.n_sessions == 0:
             self._set_status(State.CONNECTING)
-        ws = await self._connect()
+        options = self.options
+        ws = await open_connection(options.url, options.token, options.cafile, options.open_timeout_s)
         try:
             self._set_status(State.WAITING, detail="waiting for the server to get ready")
             return ws, await self._start(ws)
         except BaseException:
             await ws.close()
             raise
-
-    async def _connect(self) -> ClientConnection:
-        url = self.options.url
-        headers = {"Authorization": f"Bearer {self.options.token}"} if self.options.token else None
-        tls = _tls_context(self.options.cafile) if url.startswith("wss://") else None
-        try:
-            return await connect(
-                url,
-                additional_headers=headers,
-                open_timeout=self.options.open_timeout_s,
-                compression=None,
-                ssl=tls,
-            )
-        except InvalidStatus as e:
-            raise _refusal(e) from e
-        except InvalidURI as e:
-            raise ClientError(f"{url} is not a WebSocket URL; give host:port or ws://host:port") from e
-        except ssl.SSLCertVerificationError as e:
-            raise ServerUnreachable(
-                f"the certificate of {_where(url)} is not trusted ({e.verify_message}); "
-                "give the server's certificate with --cafile"
-            ) from e
-        except (OSError, TimeoutError, InvalidHandshake) as e:
-            raise ServerUnreachable(
-                f"cannot reach the server at {url} ({_reason(e)}); is streamst-server running there?"
-            ) from e
 
     async def _start(self, ws: ClientConnection) -> wire.Ready:
         """Sends `start`; returns `ready`, or raises with the server's refusal."""
@@ -390,6 +365,32 @@ class CaptionStream:
             if captured_s is not None:
                 self._counters.commit_lag_s = max(0.0, time.monotonic() - captured_s)
         self.listener.on_caption(placed)
+
+
+async def open_connection(
+    url: str, token: str | None = None, cafile: str | None = None, open_timeout_s: float = 10.0
+) -> ClientConnection:
+    """The WebSocket handshake with a native endpoint; raises a ClientError that says why it failed.
+
+    `token` goes in "Authorization: Bearer <token>"; `cafile` is a certificate to trust for wss://.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    tls = _tls_context(cafile) if url.startswith("wss://") else None
+    try:
+        return await connect(url, additional_headers=headers, open_timeout=open_timeout_s, compression=None, ssl=tls)
+    except InvalidStatus as e:
+        raise _refusal(e) from e
+    except InvalidURI as e:
+        raise ClientError(f"{url} is not a WebSocket URL; give host:port or ws://host:port") from e
+    except ssl.SSLCertVerificationError as e:
+        raise ServerUnreachable(
+            f"the certificate of {_where(url)} is not trusted ({e.verify_message}); "
+            "give the server's certificate with --cafile"
+        ) from e
+    except (OSError, TimeoutError, InvalidHandshake) as e:
+        raise ServerUnreachable(
+            f"cannot reach the server at {url} ({_reason(e)}); is streamst-server running there?"
+        ) from e
 
 
 def _parse(text: str | bytes) -> wire.ServerMessage | None:

@@ -14,6 +14,7 @@ from typing import Protocol, TextIO
 
 from streamst import subtitles, wire
 from streamst.client.errors import ClientError
+from streamst.client.stream import caption_event
 from streamst.types import FinalEvent
 
 log = logging.getLogger("streamst.client.save")
@@ -109,16 +110,7 @@ class JsonlWriter(_Writer):
 
 def _final_event(caption: wire.Caption) -> FinalEvent:
     """The library's record of a final, which `streamst.subtitles` formats."""
-    return FinalEvent(
-        segment_id=caption.segment_id,
-        source_text=caption.source_text,
-        committed_text=caption.committed_text,
-        committed_delta=caption.committed_delta,
-        tentative_text=caption.tentative_text,
-        start_ms=caption.start_ms,
-        end_ms=caption.end_ms,
-        mode=caption.mode,
-        audio_ms=caption.audio_ms,
-        emitted_ms=0.0,
-        fallback_reason=caption.fallback_reason,
-    )
+    event = caption_event(caption)
+    if not isinstance(event, FinalEvent):
+        raise ValueError(f"segment {caption.segment_id}: a {caption.type} caption is not a final")
+    return event

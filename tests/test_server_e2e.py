@@ -30,8 +30,8 @@ from websockets.frames import BINARY, TEXT, Frame
 from streamst.server import process as server_process
 from streamst import wire
 from streamst.audio import decode_audio, float32_to_pcm16, resample
+from streamst.client.stream import stream_pcm
 from streamst.server.app import App
-from streamst.server.client import stream_audio
 from streamst.server.config import ServerConfig
 from streamst.server.limits import Limits
 from streamst.types import SAMPLE_RATE_HZ
@@ -142,9 +142,8 @@ def test_native_stream_and_funasr_client_translate_a_fleurs_clip_alike(engine, f
 
     async def main():
         async with running(engine) as app:
-            native = stream_audio(
-                f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}", audio, "en", "zh", frame_ms=100, open_timeout_s=300
-            )
+            url = f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}"
+            native = stream_pcm(url, wire.Start("en", "zh"), float32_to_pcm16(audio), frame_ms=100, open_timeout_s=300)
             funasr = funasr_client(f"ws://127.0.0.1:{app.ports[1]}", audio)
             return await asyncio.wait_for(asyncio.gather(native, funasr), STREAM_TIMEOUT_S)
 
@@ -248,12 +247,8 @@ def test_misbehaving_clients_leave_a_real_session_unaffected(engine, fleurs, cap
             # The cascade: its text does not depend on which steps ran, so the quality floor below
             # tests isolation. A live direct stream skips stale steps under this load, and its
             # committed text legitimately varies with that.
-            real = asyncio.create_task(
-                stream_audio(
-                    url, audio_48k, "en", "zh", sample_rate_hz=48_000, sample_format="float32", frame_ms=40,
-                    mode="cascade",
-                )
-            )
+            start = wire.Start("en", "zh", sample_rate_hz=48_000, sample_format="float32", mode="cascade")
+            real = asyncio.create_task(stream_pcm(url, start, audio_48k.astype("<f4").tobytes(), frame_ms=40))
             silent_reader = await _never_reads(app.ports[0], silence_ms=500)
             outcomes = await asyncio.gather(
                 _misbehave(url, '{"type": "start", '),

@@ -1,9 +1,13 @@
-"""A small native-protocol client: streams audio at real-time pace and records what comes back.
+"""Stream recorded audio over the native protocol once, at real-time pace, and keep every reply.
 
-Used by the load benchmark and the tests, and a worked example of the protocol:
+The load benchmark and the end-to-end tests use it, and it is a worked example of the protocol:
 
-    result = await stream_audio("ws://127.0.0.1:8765/v1/stream", audio, "en", "de")
-    print(result.final_text)
+    pcm = float32_to_pcm16(decode_audio("talk.wav"))          # streamst.audio
+    result = await stream_pcm("ws://127.0.0.1:8765/v1/stream", wire.Start("en", "zh"), pcm)
+    print(result.final_text(separator=""))
+
+Unlike `CaptionStream` (the microphone client) it never reconnects: a test or a benchmark wants to
+see a dropped connection, not to hide it.
 """
 
 from __future__ import annotations
@@ -11,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from streamst import wire
-from streamst.audio import float32_to_pcm16
-from streamst.types import SAMPLE_RATE_HZ
+from streamst.client.connection import open_connection
+from streamst.types import Event, FinalEvent, PartialEvent
 
 DEFAULT_FRAME_MS = 100.0
 MS_PER_S = 1000.0
@@ -65,41 +69,51 @@ class StreamResult:
         return separator.join(f.committed_text for f in self.finals if f.committed_text)
 
 
-def audio_frames(audio: np.ndarray, sample_rate_hz: int, frame_ms: float, sample_format: str) -> list[bytes]:
-    """audio: (n_samples,) float32 → binary frames of `frame_ms` each in `sample_format`."""
-    n_frame_samples = max(1, round(frame_ms * sample_rate_hz / MS_PER_S))
-    frames = []
-    for start in range(0, audio.size, n_frame_samples):
-        piece = audio[start : start + n_frame_samples]
-        frames.append(float32_to_pcm16(piece) if sample_format == "pcm16" else piece.astype("<f4").tobytes())
-    return frames
+def caption_event(caption: wire.Caption, emitted_ms: float = 0.0) -> Event:
+    """The library's record of a caption (what `streamst.subtitles` and the benchmarks' scoring take);
+    `emitted_ms` is when it arrived, on whatever clock the caller keeps."""
+    fields = dict(
+        segment_id=caption.segment_id,
+        source_text=caption.source_text,
+        committed_text=caption.committed_text,
+        committed_delta=caption.committed_delta,
+        tentative_text=caption.tentative_text,
+        start_ms=caption.start_ms,
+        end_ms=caption.end_ms,
+        mode=caption.mode,
+        audio_ms=caption.audio_ms,
+        emitted_ms=emitted_ms,
+    )
+    if caption.type == "final":
+        return FinalEvent(**fields, fallback_reason=caption.fallback_reason)
+    return PartialEvent(**fields)
 
 
-async def stream_audio(
+def pcm_frames(pcm: bytes, start: wire.Start, frame_ms: float) -> list[bytes]:
+    """Audio in `start`'s sample rate and format → binary frames of `frame_ms` each (the last may be shorter)."""
+    n_bytes_per_sample = wire.BYTES_PER_SAMPLE[start.sample_format]
+    n_frame_bytes = max(1, round(frame_ms * start.sample_rate_hz / MS_PER_S)) * n_bytes_per_sample
+    return [pcm[i : i + n_frame_bytes] for i in range(0, len(pcm), n_frame_bytes)]
+
+
+async def stream_pcm(
     url: str,
-    audio: np.ndarray,
-    source: str,
-    target: str,
+    start: wire.Start,
+    pcm: bytes,
     *,
-    sample_rate_hz: int = SAMPLE_RATE_HZ,
-    sample_format: str = "pcm16",
     frame_ms: float = DEFAULT_FRAME_MS,
     realtime: bool = True,
-    mode: str | None = None,
-    policy: str | None = None,
-    knob: float | None = None,
-    step_ms: int | None = None,
     token: str | None = None,
     open_timeout_s: float = 120.0,
 ) -> StreamResult:
-    """Streams `audio` ((n_samples,) float32 at `sample_rate_hz`), then `stop`; returns every message.
+    """Sends `start`, then `pcm` (mono, in `start`'s sample rate and format) in frames, then `stop`;
+    returns every message the server sent. Raises a ClientError if the handshake fails.
 
-    With `realtime`, frame i leaves at i · frame_ms after the first (wall clock), as a microphone would.
+    With `realtime`, frame i leaves at i · frame_ms after the first (wall clock), as a microphone's would.
+    `open_timeout_s` bounds the handshake and, apart, the wait for `ready` (a new server may still be loading).
     """
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    start = wire.Start(source, target, sample_rate_hz, sample_format, mode, policy, knob, step_ms)
-    frames = audio_frames(audio, sample_rate_hz, frame_ms, sample_format)
-    async with connect(url, additional_headers=headers, open_timeout=open_timeout_s, max_size=2**22) as ws:
+    frames = pcm_frames(pcm, start, frame_ms)
+    async with await open_connection(url, token, open_timeout_s=open_timeout_s) as ws:
         await ws.send(wire.encode(start))
         ready = await _await_ready(ws, open_timeout_s)
         if not isinstance(ready, wire.Ready):
@@ -114,7 +128,8 @@ async def stream_audio(
         with contextlib.suppress(ConnectionClosed):
             await ws.send(wire.encode(wire.Stop()))
         await reader
-        return StreamResult(tuple(received), ws.close_code, audio.size / sample_rate_hz, sent_s)
+    n_samples = len(pcm) // wire.BYTES_PER_SAMPLE[start.sample_format]
+    return StreamResult(tuple(received), ws.close_code, n_samples / start.sample_rate_hz, sent_s)
 
 
 async def _await_ready(ws: ClientConnection, timeout_s: float) -> wire.ServerMessage | None:
@@ -129,7 +144,7 @@ async def _await_ready(ws: ClientConnection, timeout_s: float) -> wire.ServerMes
         return None
 
 
-async def _rest(ws: ClientConnection):
+async def _rest(ws: ClientConnection) -> AsyncIterator[wire.ServerMessage]:
     try:
         async for text in ws:
             yield wire.parse_server_message(text)
