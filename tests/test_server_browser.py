@@ -1,5 +1,6 @@
 """The browser page end to end: headless Chromium with a fake microphone playing a FLEURS clip opens
-the page, starts the microphone, and the rendered captions hold the expected translation.
+the page, starts the microphone, and the rendered captions hold the expected translation; a session
+started with a policy and knob chosen on the page runs with them.
 
 Chromium is driven over the DevTools protocol with the websockets client (no extra packages). The
 screenshot is saved as a test artefact: $STREAMST_ARTEFACTS or the pytest tmp dir, and its path is
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +50,12 @@ CLIP_ID = "fleurs-en-000"
 LEAD_SILENCE_S = 0.5
 TAIL_SILENCE_S = 3.0
 CAPTION_TIMEOUT_S = 240.0
+LIVE_TIMEOUT_S = 60.0
 SERVER_START_TIMEOUT_S = 120.0
 DESKTOP = (1280, 720)
 PHONE = (390, 844)
+POLICY, KNOB = "wait-k", 2  # not the direct mode's defaults (la, wait-k's k=3)
+SILENCE_S = 5.0
 
 
 def _chromium() -> str:
@@ -152,6 +157,10 @@ def _fake_microphone_wav(clip_path: Path, out: Path) -> None:
     write_wav(out, np.concatenate([lead, audio, tail]), SAMPLE_RATE_HZ)
 
 
+def _silent_wav(out: Path) -> None:
+    write_wav(out, np.zeros(int(SILENCE_S * SAMPLE_RATE_HZ), dtype=np.float32), SAMPLE_RATE_HZ)
+
+
 def _artefact_dir(tmp_path: Path) -> Path:
     directory = Path(os.environ.get("STREAMST_ARTEFACTS", tmp_path))
     directory.mkdir(parents=True, exist_ok=True)
@@ -170,7 +179,7 @@ async def _run_page(page_ws_url: str, screenshot: Path) -> dict:
             "document.getElementById('show-source').click(); true"
         )
         await devtools.evaluate("document.getElementById('start').click(); true", user_gesture=True)
-        live = await _wait_for(devtools, "document.getElementById('status').className.includes('live')", 60)
+        live = await _wait_for(devtools, "document.getElementById('status').className.includes('live')", LIVE_TIMEOUT_S)
         status = await devtools.evaluate("document.getElementById('status').textContent")
         assert live, f"the page did not go live; its status says: {status}"
         await _wait_for(
@@ -199,17 +208,79 @@ async def _run_page(page_ws_url: str, screenshot: Path) -> dict:
         }
 
 
-def test_browser_page_shows_live_translation(fleurs, tmp_path):
+def _choose(element_id: str, value: str) -> str:
+    """JavaScript that picks `value` in a control as a user would (a change event follows)."""
+    return (
+        f"(e => {{ e.value = {json.dumps(value)}; e.dispatchEvent(new Event('change')); return e.value; }})"
+        f"(document.getElementById({json.dumps(element_id)}))"
+    )
+
+
+KNOB_INPUT = (
+    "({name: document.getElementById('knob-name').textContent, value: document.getElementById('knob').value,"
+    " min: document.getElementById('knob').min, step: document.getElementById('knob').step})"
+)
+
+
+async def _start_with_policy(page_ws_url: str, url_with_params: str) -> dict:
+    """Lists the direct policies, starts a session with POLICY and KNOB chosen on the page, and
+    reloads the page with them as URL parameters."""
+    async with connect(page_ws_url, max_size=2**26) as ws:
+        devtools = DevTools(ws)
+        await devtools.call("Page.enable")
+        loaded = await _wait_for(
+            devtools,
+            "document.querySelectorAll('#policy option').length > 0 && "
+            "document.querySelectorAll('#target option').length > 0",
+            30,
+        )
+        assert loaded, "the page did not load its policies and languages"
+        page: dict = {"mode": await devtools.evaluate(_choose("mode", "direct"))}
+        page["policies"] = await devtools.evaluate("[...document.querySelectorAll('#policy option')].map(o => o.value)")
+        page["default_policy"] = await devtools.evaluate("document.getElementById('policy').value")
+        page["chosen"] = await devtools.evaluate(_choose("policy", POLICY))
+        page["knob"] = await devtools.evaluate(KNOB_INPUT)
+        await devtools.evaluate(
+            f"document.getElementById('knob').value = '{KNOB}';"
+            "document.getElementById('source').value = 'en';"
+            "document.getElementById('target').value = 'zh'; true"
+        )
+        await devtools.evaluate("document.getElementById('start').click(); true", user_gesture=True)
+        page["live"] = await _wait_for(
+            devtools, "document.getElementById('status').className.includes('live')", LIVE_TIMEOUT_S
+        )
+        page["status"] = await devtools.evaluate("document.getElementById('status').textContent")
+        page["locked_while_live"] = await devtools.evaluate(
+            "document.getElementById('policy').disabled && document.getElementById('knob').disabled"
+        )
+        await devtools.evaluate("document.getElementById('stop').click(); true")
+        await devtools.call("Page.navigate", url=url_with_params)
+        reloaded = await _wait_for(
+            devtools, "location.search.includes('policy') && document.querySelectorAll('#policy option').length", 30
+        )
+        assert reloaded, f"the page did not load from {url_with_params}"
+        page["from_url"] = await devtools.evaluate(
+            "[document.getElementById('policy').value, document.getElementById('knob').value]"
+        )
+        return page
+
+
+@pytest.fixture(scope="module")
+def server_port(tmp_path_factory) -> Iterator[int]:
+    """One server with the real models, on 127.0.0.1, for the tests of this file."""
+    port = server_process.free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with server_process.running(port, log_path, "--max-backlog-ms", "600000", ready_timeout_s=SERVER_START_TIMEOUT_S):
+        yield port
+
+
+def test_browser_page_shows_live_translation(fleurs, server_port, tmp_path):
     clip = fleurs[CLIP_ID]
     wav = tmp_path / "microphone.wav"
     _fake_microphone_wav(clip["path"], wav)
-    port = server_process.free_port()
     screenshot = _artefact_dir(tmp_path) / "browser-captions.png"
-    page_url = f"http://127.0.0.1:{port}/"
-    server = server_process.running(
-        port, tmp_path / "server.log", "--max-backlog-ms", "600000", ready_timeout_s=SERVER_START_TIMEOUT_S
-    )
-    with server, _browser(page_url, wav, tmp_path / "profile", DESKTOP) as devtools_url:
+    page_url = f"http://127.0.0.1:{server_port}/"
+    with _browser(page_url, wav, tmp_path / "profile", DESKTOP) as devtools_url:
         page = asyncio.run(_run_page(devtools_url, screenshot))
     print(f"screenshots: {screenshot} {screenshot.with_name(screenshot.stem + '-phone.png')}")
     captions = page["captions"]
@@ -218,3 +289,26 @@ def test_browser_page_shows_live_translation(fleurs, tmp_path):
     assert page["srt_enabled"], "the SRT download stays disabled after a final"
     assert not page["overflow_on_phone"], "the page scrolls sideways on a phone-sized viewport"
     assert screenshot.stat().st_size > 10_000
+
+
+def test_browser_page_starts_the_chosen_policy(server_port, tmp_path):
+    base_url = f"http://127.0.0.1:{server_port}/"
+    with urllib.request.urlopen(f"{base_url}v1/status", timeout=10) as response:
+        direct = json.load(response)["policies"]["direct"]
+    knob = direct["policies"][POLICY]["knob"]
+    wav = tmp_path / "silence.wav"
+    _silent_wav(wav)
+    url_with_params = f"{base_url}?mode=direct&policy={POLICY}&knob={KNOB}"
+    with _browser(base_url, wav, tmp_path / "profile", DESKTOP) as devtools_url:
+        page = asyncio.run(_start_with_policy(devtools_url, url_with_params))
+    assert page["mode"] == "direct", f"the page offers no direct mode: {page}"
+    assert page["policies"] == list(direct["policies"]), f"the policy select differs from /v1/status: {page}"
+    assert page["default_policy"] == direct["default_policy"], f"the default policy is not preselected: {page}"
+    assert page["chosen"] == POLICY
+    expected_knob = {"name": knob["name"], "value": str(knob["default"]), "min": str(knob["minimum"]), "step": "1"}
+    assert page["knob"] == expected_knob, f"the knob input does not show {POLICY}'s knob: {page}"
+    assert page["live"], f"the session did not go live; the page says: {page['status']}"
+    in_force = f"direct, {POLICY} {knob['name']}={KNOB}"
+    assert in_force in page["status"], f"the status line lacks {in_force!r}: {page['status']}"
+    assert page["locked_while_live"], "the policy and knob stay editable while the session runs"
+    assert page["from_url"] == [POLICY, str(KNOB)], f"the URL parameters did not preselect the policy: {page}"

@@ -11,6 +11,10 @@ const ui = {
   source: $("source"),
   target: $("target"),
   mode: $("mode"),
+  policy: $("policy"),
+  knob: $("knob"),
+  knobField: $("knob-field"),
+  knobName: $("knob-name"),
   start: $("start"),
   stop: $("stop"),
   status: $("status"),
@@ -32,17 +36,73 @@ function setStatus(text, kind = "") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Languages
+// Modes, their policies and each policy's latency knob (the specs come from /v1/status)
+
+const KNOB_STEP = { integer: 1, number: 0.05 };
+let modeSpecs = {}; // mode → {help, default_policy, policies: {name: {help, knob}}}
 
 async function loadModes() {
   try {
     const status = await (await fetch("/v1/status")).json();
+    modeSpecs = status.policies || {};
     const wanted = params.get("mode") || status.default_mode;
     ui.mode.replaceChildren(...status.modes.map((mode) => new Option(mode, mode, false, mode === wanted)));
   } catch {
     ui.mode.replaceChildren();
   }
+  showPolicies(params.get("policy"), params.get("knob"));
 }
+
+function knobSpec(mode, policy) {
+  return modeSpecs[mode]?.policies[policy]?.knob;
+}
+
+// Fills the policy select for the chosen mode, `wanted` (or the mode's default) selected.
+function showPolicies(wanted, knob) {
+  const spec = modeSpecs[ui.mode.value];
+  const policies = Object.entries(spec?.policies || {});
+  const selected = policies.some(([name]) => name === wanted) ? wanted : spec?.default_policy;
+  ui.policy.replaceChildren(
+    ...policies.map(([name, policy]) => Object.assign(new Option(name, name, false, name === selected), { title: policy.help })),
+  );
+  ui.mode.title = spec?.help || "";
+  showKnob(knob);
+}
+
+// Sets up the knob input for the chosen policy: its name, range and step; `value` or its default.
+function showKnob(value) {
+  const knob = knobSpec(ui.mode.value, ui.policy.value);
+  ui.policy.title = ui.policy.selectedOptions[0]?.title || "";
+  ui.knobField.hidden = !knob;
+  if (!knob) return;
+  const step = KNOB_STEP[knob.type] ?? KNOB_STEP.number;
+  const inset = knob.exclusive ? step : 0; // the input's bounds are inclusive
+  const bound = (limit, offset) => (limit == null ? "" : limit + offset);
+  Object.assign(ui.knob, {
+    min: bound(knob.minimum, inset),
+    max: bound(knob.maximum, -inset),
+    step,
+    placeholder: knob.default,
+    value: value ?? knob.default,
+    title: knob.help,
+  });
+  ui.knobName.textContent = knob.name;
+}
+
+// The knob as a number; null (the policy's default) when the field is hidden or empty.
+function knobValue() {
+  return !ui.knobField.hidden && Number.isFinite(ui.knob.valueAsNumber) ? ui.knob.valueAsNumber : null;
+}
+
+// "direct, wait-k k=2" from a `ready` message.
+function settingsText({ mode, policy, knob }) {
+  if (!policy) return mode;
+  if (knob == null) return `${mode}, ${policy}`;
+  return `${mode}, ${policy} ${knobSpec(mode, policy)?.name ?? "knob"}=${knob}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Languages
 
 async function loadLanguages() {
   let languages;
@@ -264,7 +324,8 @@ class CaptionSession {
     this.lastError = null;
   }
 
-  async start(source, target, mode) {
+  // `settings`: {mode, policy, knob}, null for the server's defaults.
+  async start(source, target, settings) {
     this.microphone = await openMicrophone();
     this.microphone.onFrame((frame) => this.sendAudio(frame));
     setStatus("Connecting…");
@@ -277,7 +338,9 @@ class CaptionSession {
           version: PROTOCOL_VERSION,
           source,
           target,
-          mode: mode || null,
+          mode: settings.mode || null,
+          policy: settings.policy || null,
+          knob: settings.knob,
           sample_rate_hz: TARGET_RATE_HZ,
           sample_format: "pcm16",
         }),
@@ -300,7 +363,7 @@ class CaptionSession {
       case "ready":
         this.ready = true;
         for (const frame of this.queued.splice(0)) this.ws.send(frame);
-        setStatus(`Live: ${message.source} → ${message.target} (${message.mode}). Speak now.`, "live");
+        setStatus(`Live: ${message.source} → ${message.target} (${settingsText(message)}). Speak now.`, "live");
         break;
       case "partial":
       case "final":
@@ -380,6 +443,8 @@ function setButtons(running) {
   ui.source.disabled = running;
   ui.target.disabled = running;
   ui.mode.disabled = running;
+  ui.policy.disabled = running;
+  ui.knob.disabled = running;
 }
 
 function updateDownloads() {
@@ -407,7 +472,7 @@ ui.start.addEventListener("click", async () => {
   session = new CaptionSession(view);
   try {
     setStatus("Opening the microphone…");
-    await session.start(source, target, ui.mode.value);
+    await session.start(source, target, { mode: ui.mode.value, policy: ui.policy.value, knob: knobValue() });
   } catch (error) {
     session.releaseMicrophone();
     setButtons(false);
@@ -416,6 +481,8 @@ ui.start.addEventListener("click", async () => {
 });
 
 ui.stop.addEventListener("click", () => session?.stop());
+ui.mode.addEventListener("change", () => showPolicies());
+ui.policy.addEventListener("change", () => showKnob());
 ui.srt.addEventListener("click", () => download(toSrt(view.finals), "captions.srt", "application/x-subrip"));
 ui.vtt.addEventListener("click", () => download(toVtt(view.finals), "captions.vtt", "text/vtt"));
 for (const control of [ui.showTentative, ui.showSource, ui.textSize]) {
