@@ -189,16 +189,9 @@ def choose(
     return SessionChoice(spec.mode, spec.name, value, options)
 
 
-def session_options(
-    mode: str,
-    policy: str | None = None,
-    knob: float | None = None,
-    step_ms: int | None = None,
-    vad: VADOptions | None = None,
-    realtime: bool = False,
-) -> SessionOptions:
-    """Options for `Engine.session(mode=...)`; see `choose`."""
-    return choose(mode, policy, knob, step_ms, vad, realtime).options
+def session_options(*args: Any, **kwargs: Any) -> SessionOptions:
+    """`choose(...).options`: what `Engine.session(mode=...)` takes; same arguments as `choose`."""
+    return choose(*args, **kwargs).options
 
 
 def describe() -> dict[str, Any]:
