@@ -147,7 +147,7 @@ def _run_scores(
     return RunScores(
         mode=run.mode,
         policy=run.policy,
-        knob_name=run.spec.knob_name,
+        knob_name=run.spec.knob.name,
         knob=run.knob,
         pair=run.pair.name,
         clock=settings.clock,
