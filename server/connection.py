@@ -72,8 +72,11 @@ class StreamConnection(ABC):
         self.log = SessionLog(session_id, self.endpoint, _peer(websocket))
         self.outbox = Outbox(self.limits.max_pending_messages, self._too_slow)
         self.pipeline: StreamPipeline | None = None
-        self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._ending: asyncio.Future[Ending] = loop.create_future()
         self._first_commit_s: float | None = None
+        self._opened_s = loop.time()
+        self._last_audio_s = self._opened_s  # loop time of the last audio samples received
 
     # protocol hooks -----------------------------------------------------------------------------
 
@@ -103,7 +106,6 @@ class StreamConnection(ABC):
         ending = DISCONNECTED
         try:
             ending = await self._ending
-            receiver.cancel()
             await self._close(ending, sender)
         finally:
             for task in (sender, receiver, watcher):
@@ -138,6 +140,8 @@ class StreamConnection(ABC):
         """Passes client audio (float32 at the client's rate) to the pipeline, enforcing the limits."""
         if self.pipeline is None or self.ended:
             return
+        if audio.size:
+            self._last_audio_s = asyncio.get_running_loop().time()
         try:
             self.pipeline.feed(audio)
         except BacklogFull as e:
@@ -153,17 +157,22 @@ class StreamConnection(ABC):
     # tasks --------------------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        """Reads every frame until the connection closes. Once the session's end is decided the
+        frames are read and dropped: a client that goes on sending must not fill the socket's
+        queue, or its pongs would go unread and the keepalive would cut the last finals off."""
         try:
-            while not self.ended:
+            while True:
                 try:
-                    async with asyncio.timeout(self.limits.idle_timeout_s):
+                    async with asyncio.timeout_at(None if self.ended else self._deadline()):
                         message = await self.ws.recv()
                 except TimeoutError:
-                    self.end(self._idle_ending())
-                    return
+                    self.end(self._deadline_ending())
+                    continue
                 except ConnectionClosed:
                     self.end(DISCONNECTED)
                     return
+                if self.ended:
+                    continue
                 try:
                     if isinstance(message, bytes):
                         await self.on_audio(message)
@@ -176,6 +185,21 @@ class StreamConnection(ABC):
         except Exception:
             log.exception("session %s: receive task failed", self.session_id)
             self.end(self._internal_error())
+
+    def _deadline(self) -> float:
+        """Loop time at which the session ends unless audio arrives: the idle timeout counts from
+        the last audio (empty frames and text do not count), and no session outlives max_lifetime_s."""
+        idle_s = max(self._opened_s, self._last_audio_s) + self.limits.idle_timeout_s
+        return min(idle_s, self._opened_s + self.limits.max_lifetime_s)
+
+    def _deadline_ending(self) -> Ending:
+        if asyncio.get_running_loop().time() >= self._opened_s + self.limits.max_lifetime_s:
+            message = (
+                f"this session reached the server's limit of {self.limits.max_lifetime_s:g} s; "
+                "open a new session to go on"
+            )
+            return error_ending(ProtocolError(ErrorCode.SESSION_TOO_LONG, message), finish=True)
+        return self._idle_ending()
 
     async def _send_loop(self) -> None:
         try:
@@ -202,7 +226,9 @@ class StreamConnection(ABC):
             return
         if self.pipeline is not None:
             if ending.finish:
-                await self._finish_pipeline()
+                cut_short = await self._finish_pipeline()
+                if cut_short is not None and ending.error is None:
+                    ending = error_ending(cut_short)
             else:
                 self.pipeline.cancel()
         for text in self.closing_texts(ending):
@@ -217,21 +243,33 @@ class StreamConnection(ABC):
         reason = _close_reason(str(ending.error)) if ending.error else ""
         await self.ws.close(ending.close_code, reason)
 
-    async def _finish_pipeline(self) -> None:
-        """Finishes the open segments, unless the client leaves first or it takes too long."""
-        assert self.pipeline is not None
-        limit_s = self.limits.finish_timeout_s + FINISH_S_PER_BACKLOG_S * self.pipeline.backlog_ms / 1000
-        finishing = asyncio.create_task(self.pipeline.finish())
+    async def _finish_pipeline(self) -> ProtocolError | None:
+        """Finishes the open segments, unless the client leaves first or it takes too long; in that
+        case, the error that tells the client what was not translated."""
+        pipeline = self.pipeline
+        assert pipeline is not None
+        waiting_ms = pipeline.backlog_ms
+        limit_s = self.limits.finish_timeout_s + FINISH_S_PER_BACKLOG_S * waiting_ms / 1000
+        finishing = asyncio.create_task(pipeline.finish())
         gone = asyncio.create_task(self.ws.wait_closed())
         done, _ = await asyncio.wait({finishing, gone}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
-        if finishing not in done:
-            why = "client_gone" if gone in done else "finish_timeout"
-            self.log.event(why, logging.WARNING, limit_s=round(limit_s, 1))
-            finishing.cancel()
-            self.pipeline.cancel()
-        elif finishing.exception() is not None:
+        if finishing in done:
+            if finishing.exception() is None:
+                return None
             log.error("session %s: finishing the stream failed", self.session_id, exc_info=finishing.exception())
+            return ProtocolError(ErrorCode.INTERNAL_ERROR, f"the server failed to finish this stream's last "
+                                 f"segments (session {self.session_id}); their translation is missing")  # fmt: skip
+        why = "client_gone" if gone in done else "finish_timeout"
+        self.log.event(why, logging.WARNING, limit_s=round(limit_s, 1), unheard_ms=pipeline.fed_ms - pipeline.pushed_ms)
+        finishing.cancel()
+        pipeline.cancel()
+        return ProtocolError(
+            ErrorCode.FINISH_TIMEOUT,
+            f"the server could not finish this stream within its limit of {limit_s:.0f} s: the translation after "
+            f"{pipeline.finished_until_ms / 1000:.1f} s of the {pipeline.fed_ms / 1000:.1f} s sent is missing (the "
+            f"open segment, and {waiting_ms / 1000:.1f} s the models had not heard yet); the server is overloaded",
+        )
 
     def _idle_ending(self) -> Ending:
         message = (

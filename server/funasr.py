@@ -54,9 +54,8 @@ class FunasrConnection(StreamConnection):
 
     def closing_texts(self, ending: Ending) -> list[str]:
         renderer = self._renderer or self._make_renderer(self._config or FunasrConfig(), space_separated=True)
-        if ending.error is not None:
-            return [_json(renderer.error(ending.error))]
-        return [_json(m) for m in renderer.end()]
+        messages = renderer.error(ending.error) if ending.error is not None else renderer.end()
+        return [_json(m) for m in messages]
 
     async def _open(self, config: FunasrConfig) -> None:
         if config.audio_fs not in SAMPLE_RATES_HZ:

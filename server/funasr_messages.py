@@ -123,16 +123,18 @@ class FunasrRenderer:
 
     def end(self) -> list[dict[str, Any]]:
         """The last messages: offline mode's whole text, then the end acknowledgement."""
-        messages = []
-        if self.mode == "offline" and self._offline_texts:
-            messages.append(self._message("offline", "".join(self._offline_texts), False))
-        messages.append({**self._message(self._closing_mode, "", True), "is_end": True})
-        return messages
+        return [*self._collected(), {**self._message(self._closing_mode, "", True), "is_end": True}]
 
-    def error(self, error: ProtocolError) -> dict[str, Any]:
-        """An error in the end acknowledgement's shape, which the newer Python client reports."""
+    def error(self, error: ProtocolError) -> list[dict[str, Any]]:
+        """What was translated (offline mode's text), then an error in the end acknowledgement's
+        shape, which the newer Python client reports."""
         message = self._message(self._closing_mode, "", False)
-        return {**message, "is_end": True, "error": str(error), "error_code": str(error.code)}
+        return [*self._collected(), {**message, "is_end": True, "error": str(error), "error_code": str(error.code)}]
+
+    def _collected(self) -> list[dict[str, Any]]:
+        if self.mode == "offline" and self._offline_texts:
+            return [self._message("offline", "".join(self._offline_texts), False)]
+        return []
 
     @property
     def _closing_mode(self) -> str:

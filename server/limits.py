@@ -18,7 +18,9 @@ class Limits:
     max_sessions: int = 8  # sessions open at once over every endpoint; more are refused with HTTP 503
     max_frame_bytes: int = 256 * KIB  # largest binary frame (≈ 8 s of 16 kHz PCM16); larger ones end the session
     max_session_s: float = 4 * 3600.0  # audio one session may stream, in seconds
-    idle_timeout_s: float = 30.0  # a session that sends nothing for this long is ended
+    max_lifetime_s: float = 5 * 3600.0  # how long one session may last on the wall clock, audio or not
+    idle_timeout_s: float = 30.0  # a session that sends no audio for this long is ended (empty frames do not count)
+    max_utilisation: float = 0.9  # models busier than this over the last 10 s, with calls waiting: new sessions get 503
     max_backlog_ms: int = 20_000  # audio waiting for the models before a live stream is ended as overloaded
     max_offline_backlog_ms: int = 600_000  # the same for FunASR's offline mode, whose clients upload files
     max_batch_ms: int = 2_000  # audio one model call takes from a session's backlog (keeps turns fair)
@@ -34,6 +36,8 @@ class Limits:
             "max_sessions": self.max_sessions,
             "max_frame_bytes": self.max_frame_bytes,
             "max_session_s": self.max_session_s,
+            "max_lifetime_s": self.max_lifetime_s,
+            "max_utilisation": self.max_utilisation,
             "idle_timeout_s": self.idle_timeout_s,
             "max_backlog_ms": self.max_backlog_ms,
             "max_offline_backlog_ms": self.max_offline_backlog_ms,

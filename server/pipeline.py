@@ -2,7 +2,8 @@
 
 The receive task `feed`s audio as it arrives (never waiting for the models); a worker task takes
 what has piled up, up to `max_batch_ms` at a time, and pushes it through the engine session in the
-model scheduler. The session object is only ever touched by one model call at a time."""
+model scheduler, which shares compute fairly between streams (this pipeline is its stream). The
+session object is only ever touched by one model call at a time."""
 
 from __future__ import annotations
 
@@ -48,11 +49,16 @@ class StreamPipeline:
         self.n_fed_samples = 0  # 16 kHz samples received
         self.n_pushed_samples = 0  # 16 kHz samples the engine has consumed
         self.n_finals = 0
+        self.finished_until_ms = 0  # end of the last final sent, on the stream's timeline
         self.max_backlog_ms = 0
 
     @property
     def fed_ms(self) -> int:
         return samples_to_ms(self.n_fed_samples)
+
+    @property
+    def pushed_ms(self) -> int:
+        return samples_to_ms(self.n_pushed_samples)
 
     @property
     def backlog_ms(self) -> int:
@@ -84,12 +90,16 @@ class StreamPipeline:
         self._wakeup.set()
         if self._task is not None:
             await self._task
-        self._emit(await self._scheduler.run(self.session.finish))
+        try:
+            self._emit(await self._scheduler.run(self.session.finish, stream=self))
+        finally:
+            self._scheduler.forget(self)
 
     def cancel(self) -> None:
         self._closing = True
         if self._task is not None:
             self._task.cancel()
+        self._scheduler.forget(self)
 
     def _append(self, audio: np.ndarray) -> None:
         if audio.size == 0:
@@ -123,11 +133,13 @@ class StreamPipeline:
                 await self._wakeup.wait()
                 continue
             batch = self._take_batch()
-            events = await self._scheduler.run(lambda batch=batch: self.session.push(batch))
+            events = await self._scheduler.run(lambda batch=batch: self.session.push(batch), stream=self)
             self.n_pushed_samples += batch.size
             self._emit(events)
 
     def _emit(self, events: list[Event]) -> None:
         if events:
-            self.n_finals += sum(isinstance(e, FinalEvent) for e in events)
+            finals = [e for e in events if isinstance(e, FinalEvent)]
+            self.n_finals += len(finals)
+            self.finished_until_ms = max([self.finished_until_ms, *(e.end_ms for e in finals)])
             self._on_events(events)

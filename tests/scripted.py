@@ -7,11 +7,13 @@
   hypothesis), every hypothesis ending with a full stop as Whisper's do.
 - `ScriptedTranslator`: a deterministic "translation" (each source word upper-cased, one token per
   word) that continues the committed target, can fail on given calls, and can spend time on a
-  simulated clock, as a slow model would.
+  simulated clock, or real time, as a slow model would.
+- `ScriptedEngine`: the real Engine over these, for servers in tests.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from streamst.clock import SimulatedClock
 from streamst.encoders.base import SpeechEncoder
+from streamst.engine import Engine
 from streamst.languages import Language
 from streamst.punctuation import PassThroughPunctuator, ends_sentence
 from streamst.sessions.base import Components
@@ -117,6 +120,7 @@ class ScriptedTranslator(Translator):
     fail_calls: frozenset[int] = frozenset()  # 0-based indices of calls that raise
     clock: SimulatedClock | None = None  # advanced by `compute_ms_per_word` per source word
     compute_ms_per_word: float = 0.0
+    sleep_s: float = 0.0  # real time each call takes (a model under load), for servers in tests
     calls: list[TranslatorCall] = field(default_factory=list)
     name = "scripted"
 
@@ -133,6 +137,8 @@ class ScriptedTranslator(Translator):
         self.calls.append(TranslatorCall(source_text, committed, max_new_tokens, stream_key))
         if self.clock is not None:
             self.clock.advance(self.compute_ms_per_word * len(source_text.split()))
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
         if index in self.fail_calls:
             raise RuntimeError(f"scripted failure of call {index}")
         full = " ".join(word.upper() for word in source_text.split())
@@ -164,3 +170,16 @@ def components(script: Sequence[Word], translator: ScriptedTranslator | None = N
         punctuator=PassThroughPunctuator(),
         translator=translator or ScriptedTranslator(),
     )
+
+
+class ScriptedEngine(Engine):
+    """The real Engine (sessions, languages, options) over the scripted models."""
+
+    def __init__(self, script: Sequence[Word], translator: ScriptedTranslator | None = None) -> None:
+        super().__init__()
+        self.scripted = components(script, translator)
+
+    def load(self) -> Components:
+        with self._lock:
+            self._components = self.scripted
+            return self._components

@@ -120,6 +120,50 @@ def test_scheduler_bounds_concurrent_calls_and_serves_in_arrival_order():
     assert order == list("abcdef")
 
 
+def test_scheduler_serves_the_least_served_stream_first():
+    order = []
+    gate = threading.Event()
+
+    def call(name, hold_s=0.0):
+        gate.wait(5)
+        time.sleep(hold_s)
+        order.append(name)
+
+    async def main():
+        scheduler = ModelScheduler(concurrency=1)
+        # Both streams are open; the flooder has already used 0.2 s of compute, the speaker almost none.
+        await scheduler.run(lambda: None, stream="speaker")
+        await scheduler.run(lambda: time.sleep(0.2), stream="flooder")
+        blocker = asyncio.create_task(scheduler.run(lambda: call("blocker"), stream="other"))
+        await asyncio.sleep(0.05)
+        flooder = asyncio.create_task(scheduler.run(lambda: call("flooder"), stream="flooder"))
+        await asyncio.sleep(0)
+        speaker = asyncio.create_task(scheduler.run(lambda: call("speaker"), stream="speaker"))
+        await asyncio.sleep(0)
+        assert scheduler.n_waiting == 2
+        gate.set()
+        await asyncio.gather(blocker, flooder, speaker)
+        assert scheduler.utilisation() > 0.0
+        scheduler.forget("flooder")
+        scheduler.shutdown()
+
+    asyncio.run(main())
+    # The speaker arrived last but had used nothing: it goes before the flooder.
+    assert order == ["blocker", "speaker", "flooder"]
+
+
+def test_scheduler_utilisation_is_the_busy_share_of_the_window():
+    async def main():
+        scheduler = ModelScheduler(concurrency=1)
+        await scheduler.run(lambda: time.sleep(0.3))
+        now = time.monotonic()
+        busy = scheduler.utilisation(now)
+        scheduler.shutdown()
+        return busy
+
+    assert 0.3 / 10 <= asyncio.run(main()) < 0.2
+
+
 def test_scheduler_keeps_the_slot_until_a_cancelled_call_is_done():
     started = threading.Event()
     release = threading.Event()
@@ -276,10 +320,18 @@ def test_funasr_offline_mode_sends_the_whole_text_at_the_end():
 
 def test_funasr_error_in_the_acknowledgement_shape():
     renderer = funasr.FunasrRenderer("2pass", "demo", space_separated=True)
-    message = renderer.error(ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, "unknown language 'xx'"))
+    (message,) = renderer.error(ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, "unknown language 'xx'"))
     assert message["is_end"] is True and message["is_final"] is False and message["text"] == ""
     assert message["error_code"] == "unsupported_language" and "xx" in message["error"]
     json.dumps(message)
+
+
+def test_funasr_offline_error_keeps_what_was_translated():
+    renderer = funasr.FunasrRenderer("offline", "file", space_separated=True)
+    _render_all(renderer, [_final(0, "One.")])
+    text, ack = renderer.error(ProtocolError(ErrorCode.FINISH_TIMEOUT, "the translation after 1.0 s is missing"))
+    assert text == {"mode": "offline", "text": "One.", "wav_name": "file", "is_final": False}
+    assert ack["is_end"] is True and ack["error_code"] == "finish_timeout"
 
 
 def _wav_header(n_data_bytes: int) -> bytes:
