@@ -60,6 +60,7 @@ class ErrorCode(enum.StrEnum):
     IDLE_TIMEOUT = "idle_timeout"  # nothing arrived for the server's idle timeout
     TOO_SLOW = "too_slow"  # the client does not read what the server sends
     OVERLOADED = "overloaded"  # the server fell too far behind this stream's audio
+    FINISH_TIMEOUT = "finish_timeout"  # the last segments could not be finished in time: their translation is incomplete
     SERVER_BUSY = "server_busy"  # every session slot is taken (HTTP 503 at the handshake)
     UNAUTHORIZED = "unauthorized"  # missing or wrong token (HTTP 401 at the handshake)
     FORBIDDEN_ORIGIN = "forbidden_origin"  # the page's origin is not allowed (HTTP 403 at the handshake)
@@ -84,6 +85,7 @@ _CLOSE_CODES: dict[ErrorCode, int] = {
     ErrorCode.SESSION_TOO_LONG: CLOSE_NORMAL,
     ErrorCode.IDLE_TIMEOUT: CLOSE_NORMAL,
     ErrorCode.OVERLOADED: CLOSE_TRY_AGAIN_LATER,
+    ErrorCode.FINISH_TIMEOUT: CLOSE_TRY_AGAIN_LATER,
     ErrorCode.SERVER_BUSY: CLOSE_TRY_AGAIN_LATER,
     ErrorCode.SHUTTING_DOWN: CLOSE_GOING_AWAY,
     ErrorCode.ENGINE_ERROR: CLOSE_INTERNAL_ERROR,
@@ -119,9 +121,9 @@ class Start:
     sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ  # rate of the binary frames; one of SAMPLE_RATES_HZ
     sample_format: SampleFormat = DEFAULT_SAMPLE_FORMAT  # "pcm16" (s16le) or "float32" (f32le), mono
     mode: str | None = None  # "direct", "cascade" (GET /v1/status lists them); None: the server's default
-    policy: str | None = None  # simultaneous policy of the direct mode; None takes its default
-    knob: float | None = None  # the policy's latency knob; None takes its default
-    step_ms: int | None = None  # new audio that triggers the next step; None takes the mode's default
+    policy: str | None = None  # when the mode commits ("la", "wait-k", "sentence", ...); None: the mode's default
+    knob: float | None = None  # the policy's latency knob (la: n, sentence: step_ms, ...); None: its default
+    step_ms: int | None = None  # new audio that triggers the next step; None: the mode's (cascade/sentence: the knob)
     version: int = PROTOCOL_VERSION
     type: Literal["start"] = "start"
 
@@ -149,8 +151,8 @@ class Ready:
     sample_rate_hz: int
     sample_format: SampleFormat
     mode: str
-    policy: str | None  # None for a mode without simultaneous policies (cascade)
-    knob: float | None  # the policy's knob in force; None without a policy
+    policy: str | None  # the policy in force, default filled in (this server always sets it)
+    knob: float | None  # the policy's knob in force, default filled in (this server always sets it)
     step_ms: int
     max_frame_bytes: int  # larger binary frames are refused
     max_session_s: float  # audio the session may send in all
