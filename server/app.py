@@ -12,12 +12,14 @@ On the FunASR port every WebSocket path speaks FunASR, except `/v1/stream`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
 import ssl
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,7 +34,7 @@ from streamst.engine import Engine
 from streamst.errors import LanguageError, StreamstError
 from streamst.languages import Language, all_languages
 from streamst.options import MODES
-from streamst.server import policies, web
+from streamst.server import access, policies, web
 from streamst.server.config import ServerConfig
 from streamst.server.funasr import SUBPROTOCOL, FunasrConnection
 from streamst.server.limits import Admission
@@ -60,10 +62,18 @@ class App:
         self._servers: list[Server] = []
         self._endpoints: dict[ServerConnection, str] = {}
         self._load_task: asyncio.Task[Any] | None = None
+        self._origins = access.origin_policy(config.host, (), False, config.public_origins, config.allowed_origins)
 
     # serving --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listens on the configured ports. Reachable from the network without a token (and without
+        `no_token`), it first makes one up: `config.token` holds it from then on."""
+        if self.config.generates_token:
+            self.config = replace(self.config, token=access.new_token())
+            log.info("%s is reachable from the network: clients must give the generated token", self.config.host)
+        elif self.config.token is None and not self.config.loopback_only:
+            log.warning("%s is reachable from the network and needs no token: anyone can connect", self.config.host)
         tls = self._tls_context()
         ports = [(self.config.port, "main")]
         if self.config.funasr_port is not None:
@@ -88,6 +98,10 @@ class App:
             log.info(
                 "listening on %s (%s)", self._url(server, tls), "page, native and FunASR" if kind == "main" else kind
             )
+        bound_ports = {sock.getsockname()[1] for server in self._servers for sock in server.sockets}
+        self._origins = access.origin_policy(
+            self.config.host, bound_ports, tls is not None, self.config.public_origins, self.config.allowed_origins
+        )
         if self.config.preload:
             self._start_loading()
 
@@ -97,25 +111,36 @@ class App:
         return [server.sockets[0].getsockname()[1] for server in self._servers]
 
     async def shutdown(self) -> None:
-        """Stops accepting sessions, lets the open ones finish their segments and send their finals
-        (within `shutdown_grace_s`), then closes."""
+        """Lets the open sessions finish their segments and send their finals (within
+        `shutdown_grace_s`) while still listening, so that new WebSockets get 503 `shutting_down`
+        and /readyz 503 rather than a refused connection; then stops listening."""
         if self.shutdown_requested.is_set() and not self._servers:
             return
         log.info("shutting down: finishing %d open session(s)", self.admission.n_active)
         self.shutdown_requested.set()
+        await self._wait_for_connections()
         for server in self._servers:
-            server.close(close_connections=False)
-        try:
-            async with asyncio.timeout(self.config.shutdown_grace_s):
+            server.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.limits.close_timeout_s):
                 await asyncio.gather(*(server.wait_closed() for server in self._servers))
-        except TimeoutError:
-            log.warning("sessions still open after %.0f s; closing them", self.config.shutdown_grace_s)
-            for server in self._servers:
-                for task in server.handler_tasks:
-                    task.cancel()
         self._servers.clear()
         self.scheduler.shutdown()
         log.info("stopped")
+
+    async def _wait_for_connections(self) -> None:
+        """Waits for the connections open now (sessions, and handshakes that may become sessions) to
+        end; cancels those left after the grace period. Later ones are refused, not waited for."""
+        tasks = {task for server in self._servers for task in server.handler_tasks}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_s)
+        if pending:
+            log.warning(
+                "%d connection(s) still open after %.0f s; closing them", len(pending), self.config.shutdown_grace_s
+            )
+            for task in pending:
+                task.cancel()
 
     # models ---------------------------------------------------------------------------------------
 
@@ -126,12 +151,11 @@ class App:
             raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
 
     async def open_session(self, source: str, target: str, choice: SessionChoice):
-        """A new engine session, once the models are loaded (model work runs in the scheduler)."""
+        """A new engine session, once the models are loaded. Opening one runs no model, so it does
+        not queue behind other streams' model calls (the caller's receive loop must not stall)."""
         await self._wait_loaded()
         try:
-            return await self.scheduler.run(
-                lambda: self.engine.session(source, target, mode=choice.mode, options=choice.options)
-            )
+            return self.engine.session(source, target, mode=choice.mode, options=choice.options)
         except LanguageError as e:
             raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
         except StreamstError as e:
@@ -155,12 +179,16 @@ class App:
 
     def _process_request(self, connection: ServerConnection, request: Request, port_kind: str) -> Response | None:
         url = urlsplit(request.path)
+        duplicate = web.duplicate_header(request)
+        if duplicate is not None:
+            log.info("refused %s %s: more than one %s header", _peer(connection), url.path, duplicate)
+            return web.text_response(400, f"the request has more than one {duplicate} header; send it once\n")
         if not web.is_websocket_upgrade(request):
             return self._http_route(url.path)
         endpoint = _endpoint(url.path, port_kind)
         if endpoint is None:
             return web.text_response(404, f"no WebSocket endpoint at {url.path}; use {wire.STREAM_PATH} or /funasr\n")
-        refusal = self._check_access(request, parse_qs(url.query)) or self._admit(connection)
+        refusal = self._check_access(connection, request, parse_qs(url.query)) or self._admit(connection)
         if refusal is not None:
             log.info("refused %s %s: %s", _peer(connection), url.path, refusal.body.decode("utf-8", "replace"))
             return refusal
@@ -199,7 +227,9 @@ class App:
             "models": self._load_state(),
             "sessions": n_active,
             "max_sessions": self.limits.max_sessions,
-            "accepting": not self.shutdown_requested.is_set() and n_active < self.limits.max_sessions,
+            "accepting": not self.shutdown_requested.is_set() and n_active < self.limits.max_sessions
+            and not self.saturated,
+            "utilisation": round(self.scheduler.utilisation(), 3),
             "token_required": self.config.token is not None,
             "modes": list(MODES),
             "default_mode": self.config.default_mode,
@@ -218,7 +248,9 @@ class App:
             return f"failed to load: {task.exception()}"
         return "loading"
 
-    def _check_access(self, request: Request, query: dict[str, list[str]]) -> Response | None:
+    def _check_access(
+        self, connection: ServerConnection, request: Request, query: dict[str, list[str]]
+    ) -> Response | None:
         if self.config.token is not None and not _token_matches(request, query, self.config.token):
             return web.error_response(
                 401,
@@ -226,23 +258,31 @@ class App:
                 "this server needs a token: send 'Authorization: Bearer <token>' or add ?token=<token> to the URL",
             )
         origin = request.headers.get("Origin")
-        if origin is not None and self.config.allowed_origins and not self._origin_allowed(origin, request):
+        if origin is not None and not self._origin_allowed(origin, connection):
             return web.error_response(
                 403,
                 ErrorCode.FORBIDDEN_ORIGIN,
-                f"pages from {origin} may not connect; the operator can allow it with --allow-origin {origin}",
+                f"pages from {origin} may not connect (this server's own pages are {self._origins.describe_own()}); "
+                f"the operator can add it with --public-origin {origin} if this server is reached there, "
+                f"or allow another site's page with --allow-origin {origin}",
             )
         return None
 
-    def _origin_allowed(self, origin: str, request: Request) -> bool:
-        host = request.headers.get("Host", "")
-        same_origin = urlsplit(origin).netloc == host
-        return same_origin or origin in self.config.allowed_origins
+    def _origin_allowed(self, origin: str, connection: ServerConnection) -> bool:
+        """Against the allow-list and the server's own origins only, never the request's `Host`
+        (a DNS-rebinding page sends its own name there); see `access`."""
+        return self._origins.allows(origin, connection.local_address)
 
     def _admit(self, connection: ServerConnection) -> Response | None:
         self._forget_closed()
         if self.shutdown_requested.is_set():
             return web.error_response(503, ErrorCode.SHUTTING_DOWN, "the server is shutting down; try again later")
+        if self.saturated:
+            message = (
+                f"the server cannot take another stream now: its models were busy "
+                f"{self.scheduler.utilisation():.0%} of the last seconds and streams are waiting; try again later"
+            )
+            return web.error_response(503, ErrorCode.SERVER_BUSY, message)
         if not self.admission.admit(connection):
             message = (
                 f"the server is full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use; "
@@ -250,6 +290,11 @@ class App:
             )
             return web.error_response(503, ErrorCode.SERVER_BUSY, message)
         return None
+
+    @property
+    def saturated(self) -> bool:
+        """The running streams already use the models to the limit: a new one would slow them all."""
+        return self.scheduler.n_waiting > 0 and self.scheduler.utilisation() >= self.limits.max_utilisation
 
     def _forget_closed(self) -> None:
         for connection in [c for c in self._endpoints if _is_closed(c)]:

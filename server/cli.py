@@ -1,7 +1,8 @@
 """`streamst-server`: live translated captions over WebSocket, with a browser page.
 
     streamst-server                        # http://127.0.0.1:8765/ ; FunASR clients on port 10095
-    streamst-server --host 0.0.0.0 --token s3cret --max-sessions 4
+    streamst-server --host 0.0.0.0         # prints the page's URL with a token generated at start
+    streamst-server --host 0.0.0.0 --token s3cret --public-origin https://captions.example.org
     streamst-server --funasr-source zh --funasr-target en
 
 SIGTERM (or Ctrl-C) stops it gracefully: open segments are finished and their finals sent."""
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import StreamstError
 from streamst.options import MODES
+from streamst.server.access import WILDCARD_HOSTS
 from streamst.server.app import App
 from streamst.server.config import DEFAULT_PORT, FUNASR_PORT, ServerConfig
 from streamst.server.limits import Limits
@@ -26,6 +30,7 @@ from streamst.server.logs import JsonFormatter
 log = logging.getLogger("streamst.server.cli")
 
 TOKEN_ENV = "STREAMST_TOKEN"
+ROUTE_PROBE = ("192.0.2.1", 9)  # TEST-NET-1: "connecting" a UDP socket there only picks the outgoing interface
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--keyfile", help="private key of --certfile")
     access = parser.add_argument_group("access")
     access.add_argument(
-        "--token", default=os.environ.get(TOKEN_ENV), help=f"shared token clients must give (or ${TOKEN_ENV})"
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"shared token clients must give (or ${TOKEN_ENV}); beyond loopback one is generated if none is given",
+    )
+    access.add_argument(
+        "--no-token", action="store_true", help="beyond loopback, let anyone connect without a token (not generated)"
+    )
+    access.add_argument(
+        "--public-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="where this server's page is opened besides localhost, such as https://captions.example.org (repeat)",
     )
     access.add_argument(
         "--allow-origin",
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="browser origin allowed to connect (repeat)",
+        help="another site's page allowed to open WebSockets (repeat); without any, every page may on loopback, "
+        "and only the server's own beyond it",
     )
     funasr = parser.add_argument_group("FunASR clients")
     funasr.add_argument(
@@ -126,7 +144,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         funasr_port=args.funasr_port or None,
         limits=limits,
         token=args.token,
+        no_token=args.no_token,
         allowed_origins=tuple(args.allow_origin),
+        public_origins=tuple(args.public_origin),
         funasr_source=args.funasr_source,
         funasr_target=args.funasr_target,
         default_mode=args.mode,
@@ -142,10 +162,45 @@ async def serve(app: App) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    generates_token = app.config.generates_token
     await app.start()
+    if generates_token:
+        announce_token(app)
     await stop.wait()
     log.info("signal received")
     await app.shutdown()
+
+
+def announce_token(app: App) -> None:
+    """Prints the generated token once, with the page's address that carries it (never logged)."""
+    print(
+        "streamst-server: clients must give this token (--token sets your own, --no-token serves without one):\n"
+        f"  page: {page_url(app)}\n"
+        f"  other clients: ?token={app.config.token} or 'Authorization: Bearer {app.config.token}'",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def page_url(app: App) -> str:
+    """The page's address with the token: on the first public origin, else on the host it listens
+    on (for every interface, this machine's address on its default route, an origin it takes as own)."""
+    config = app.config
+    if config.public_origins:
+        base = config.public_origins[0].rstrip("/")
+    else:
+        host = _network_address() if config.host.strip() in WILDCARD_HOSTS else config.host
+        host = f"[{host}]" if ":" in host else host
+        base = f"{'https' if config.certfile else 'http'}://{host}:{app.ports[0]}"
+    return f"{base}/?token={config.token}"
+
+
+def _network_address() -> str:
+    """This machine's IPv4 address on its default route (no packet is sent), else its name."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(ROUTE_PROBE)
+        return probe.getsockname()[0]
+    return socket.gethostname()
 
 
 def main(argv: list[str] | None = None) -> int:

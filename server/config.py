@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from streamst.errors import OptionsError
 from streamst.options import DEFAULT_MODE, MODES
+from streamst.server.access import is_loopback_host, origin_key
 from streamst.server.limits import Limits
 
 DEFAULT_PORT = 8765
@@ -19,7 +20,9 @@ class ServerConfig:
     funasr_port: int | None = FUNASR_PORT  # a second port where every WebSocket speaks FunASR; None for none
     limits: Limits = field(default_factory=Limits)
     token: str | None = None  # shared secret clients give as "Authorization: Bearer …" or ?token=…
-    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own; () allows any
+    no_token: bool = False  # beyond loopback, serve without a token rather than generate one at start
+    allowed_origins: tuple[str, ...] = ()  # other sites' pages allowed; see `access` for what () allows
+    public_origins: tuple[str, ...] = ()  # where the page is served besides localhost ("https://captions.example.org")
     funasr_source: str = "zh"  # spoken language of FunASR clients that do not name one
     funasr_target: str = "en"  # caption language of FunASR clients that do not name one
     default_mode: str = DEFAULT_MODE  # mode of streams that name none (FunASR clients never do)
@@ -41,3 +44,21 @@ class ServerConfig:
             raise OptionsError(f"unknown mode {self.default_mode!r}; choose one of: {', '.join(MODES)}")
         if self.token is not None and not self.token:
             raise OptionsError("the token must not be empty; leave it out to allow anyone")
+        if self.token is not None and self.no_token:
+            raise OptionsError("a token and no_token (--no-token) contradict each other; give one of them")
+        for origin in self.public_origins:
+            if origin_key(origin) is None:
+                raise OptionsError(
+                    f"public origin {origin!r} is not an origin; give scheme://host[:port], "
+                    "such as https://captions.example.org or http://192.168.1.20:8765"
+                )
+
+    @property
+    def loopback_only(self) -> bool:
+        """Listening on localhost, 127.0.0.0/8 or ::1: only this machine can connect."""
+        return is_loopback_host(self.host)
+
+    @property
+    def generates_token(self) -> bool:
+        """No token given, `no_token` not chosen, and the network can connect: the app makes one up at start."""
+        return self.token is None and not self.no_token and not self.loopback_only

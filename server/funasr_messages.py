@@ -14,10 +14,10 @@ Pure: no sockets, no models. The rules the clients rely on:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from streamst import wire
 from streamst.types import Event, FinalEvent
 from streamst.wire import ErrorCode, ProtocolError
 
@@ -46,10 +46,9 @@ class FunasrConfig:
 
 
 def parse_json(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(ErrorCode.BAD_JSON, f"a text frame is not valid JSON ({e}); send a JSON object") from e
+    """A client's text frame as a JSON object; anything else is ProtocolError(BAD_JSON), as in the
+    native protocol (`wire.parse_json` says what was wrong)."""
+    data = wire.parse_json(text)
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a text frame must hold a JSON object")
     return data

@@ -24,6 +24,7 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".ico": "image/x-icon",
 }
+SINGLE_HEADERS = ("Host", "Upgrade", "Origin", "Authorization")  # headers the server reads: once each
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
@@ -84,3 +85,12 @@ def index_page() -> Response:
 def is_websocket_upgrade(request: Request) -> bool:
     upgrade = request.headers.get("Upgrade", "")
     return "websocket" in upgrade.lower()
+
+
+def duplicate_header(request: Request) -> str | None:
+    """The first header the server reads that the request sends more than once (which one would
+    count is ambiguous, so such a request is refused); None when each comes at most once."""
+    for name in SINGLE_HEADERS:
+        if len(request.headers.get_all(name)) > 1:
+            return name
+    return None

@@ -278,13 +278,47 @@ def _error_code(value: Any) -> ErrorCode | str:
         return str(value)  # a code from a newer server
 
 
-def _json_object(text: str | bytes) -> dict[str, Any]:
+MAX_JSON_DIGITS = 100  # longest whole number a text frame may hold; no field needs more, no float holds 309
+
+
+def parse_json(text: str | bytes) -> Any:
+    """A text frame's JSON value. Every way it can be unreadable raises ProtocolError(BAD_JSON) with
+    what was wrong: not JSON, nested too deeply for the parser, a whole number over MAX_JSON_DIGITS
+    digits, or a string with a lone surrogate escape (which no UTF-8 text can carry back)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_whole_number)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # "\ud800" loads, but no UTF-8 reply can echo it
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProtocolError(
             ErrorCode.BAD_JSON, f"a text frame is not valid JSON ({e}); send one JSON object per text frame"
         ) from e
+    except RecursionError as e:
+        raise ProtocolError(
+            ErrorCode.BAD_JSON, "a text frame nests JSON arrays or objects too deeply to read; send a flat JSON object"
+        ) from e
+    except UnicodeEncodeError as e:
+        raise ProtocolError(
+            ErrorCode.BAD_JSON,
+            f"a text frame holds a lone surrogate escape (\\u{ord(e.object[e.start]):04x}) in a string; "
+            "escape a character beyond U+FFFF as a surrogate pair, or send it as UTF-8",
+        ) from e
+    return data
+
+
+def _whole_number(digits: str) -> int:
+    """`json.loads`' `parse_int`: refuses a number too long for any field before converting it."""
+    n_digits = len(digits.lstrip("-"))
+    if n_digits > MAX_JSON_DIGITS:
+        raise ProtocolError(
+            ErrorCode.BAD_JSON,
+            f"a text frame holds a whole number of {n_digits} digits; numbers in messages have at most "
+            f"{MAX_JSON_DIGITS}",
+        )
+    return int(digits)
+
+
+def _json_object(text: str | bytes) -> dict[str, Any]:
+    data = parse_json(text)
     if not isinstance(data, dict):
         raise ProtocolError(
             ErrorCode.BAD_JSON, f"a text frame holds a JSON {type(data).__name__}; send a JSON object with a 'type'"
