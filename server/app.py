@@ -230,6 +230,7 @@ class App:
             "accepting": not self.shutdown_requested.is_set() and n_active < self.limits.max_sessions
             and not self.saturated,
             "utilisation": round(self.scheduler.utilisation(), 3),
+            "shutting_down": self.shutdown_requested.is_set(),
             "token_required": self.config.token is not None,
             "modes": list(MODES),
             "default_mode": self.config.default_mode,

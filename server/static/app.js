@@ -420,11 +420,14 @@ async function refusalMessage(event) {
     if (status.token_required && !params.get("token")) {
       return "This server needs a token: open the page with ?token=… in its address (ask the organiser).";
     }
-    if (status.token_required) return "The server refused the token in this page's address; check it with the organiser.";
     if (!status.accepting && status.sessions >= status.max_sessions) {
       return `The server is full (${status.sessions} of ${status.max_sessions} sessions in use). Try again in a minute.`;
     }
-    if (!status.accepting) return "The server is shutting down. Try again in a minute.";
+    if (status.shutting_down) return "The server is shutting down. Try again in a minute.";
+    if (!status.accepting) return "The server is busy with the streams it has. Try again in a minute.";
+    if (status.token_required) {
+      return "The server refused this page: check the token in its address, or ask the organiser to allow this address.";
+    }
     return `The connection closed unexpectedly (code ${event.code}). Press Start to try again.`;
   } catch {
     return "Cannot reach the server. Check the network connection, then press Start again.";
