@@ -266,7 +266,7 @@ class StreamConnection(ABC):
         pipeline.cancel()
         return ProtocolError(
             ErrorCode.FINISH_TIMEOUT,
-            f"the server could not finish this stream within its limit of {limit_s:.0f} s: the translation after "
+            f"the server could not finish this stream within its limit of {limit_s:.1f} s: the translation after "
             f"{pipeline.finished_until_ms / 1000:.1f} s of the {pipeline.fed_ms / 1000:.1f} s sent is missing (the "
             f"open segment, and {waiting_ms / 1000:.1f} s the models had not heard yet); the server is overloaded",
         )
