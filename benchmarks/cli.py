@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(subparsers)
     _add_load(subparsers)
     _add_compare(subparsers)
+    _add_faults(subparsers)
+    _add_soak(subparsers)
     return parser
 
 
@@ -137,6 +139,36 @@ def _add_load(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=2, help="threads per model call, for the server here")
     p.add_argument("--max-backlog-ms", type=_positive_int, default=600_000, help="for the server started here")
     p.set_defaults(func=cmd_load)
+
+
+def _add_faults(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("faults", help="replay the server's known failures on 127.0.0.1; exit 1 if one is back")
+    p.add_argument(
+        "--cases",
+        help="which cases, comma-separated (default: all): 1 SIGTERM while streaming, 2 finish timeout, "
+        "3 flooders beside a 1x client, 4 foreign origin, 5 bad input and shutdown, 6 FunASR's client under load",
+    )
+    p.add_argument(
+        "--funasr-client",
+        help="FunASR's runtime/python/websocket/funasr_wss_client.py, run unchanged from a temporary folder "
+        "for case 6 (without it, case 6 is skipped)",
+    )
+    p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--output", "-o", required=True, help="output folder: faults.txt, faults.json, the servers' logs")
+    p.set_defaults(func=cmd_faults)
+
+
+def _add_soak(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("soak", help="live clients for a long while beside an abusive one: finals, memory")
+    p.add_argument("--duration-s", type=float, default=600.0, help="audio each client streams (default: 600)")
+    p.add_argument("--clients", type=_positive_int, default=4, help="healthy real-time clients (default: 4)")
+    p.add_argument("--source", default="en", help="language every client speaks (default: en)")
+    p.add_argument("--target", default="zh", help="language every client asks for (default: zh)")
+    p.add_argument("--mode", choices=tuple(MODES), default="cascade", help="the mode each client asks for "
+                   "(default: cascade, the one 2 cores sustain for 4 clients)")  # fmt: skip
+    p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--output", "-o", required=True, help="output folder: soak.txt, soak.json, server.log")
+    p.set_defaults(func=cmd_soak)
 
 
 def _policy_help() -> str:
@@ -365,6 +397,81 @@ def cmd_load(args: argparse.Namespace, argv: Sequence[str]) -> int:
     load.save_json(result, output / "load.json")
     print(f"{PROG}: wrote {output / 'load.txt'}, {output / 'load.json'}", file=sys.stderr)
     return 0
+
+
+def cmd_faults(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Exit 0 when every case that ran holds, 1 otherwise."""
+    from streamst.benchmarks import faults, load
+
+    cases = _fault_cases(args.cases, faults.CASES)
+    client = _funasr_client(args.funasr_client, cases, explicit=args.cases is not None)
+    clips = load.load_clips(datasets.parse_pairs(faults.PAIR)[0], args.data_dir)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    def announce(number: int) -> None:
+        print(f"case {number}: {faults.TITLES[number]} ...", file=sys.stderr, flush=True)
+
+    results = faults.run_faults(faults.FaultPlan(cases, tuple(clips), output, client), announce)
+    _publish(faults.format_report(results), output / "faults.txt", output / "faults.json",
+             lambda path: faults.save_json(results, path))  # fmt: skip
+    return 0 if faults.all_hold(results) else 1
+
+
+def _fault_cases(text: str | None, known: Sequence[int]) -> tuple[int, ...]:
+    if text is None:
+        return tuple(known)
+    cases = []
+    for item in _items(text):
+        if not item.isdigit() or int(item) not in known:
+            raise UsageError(f"argument --cases: {item!r} is not a case; choose from {', '.join(map(str, known))}")
+        cases.append(int(item))
+    if not cases:
+        raise UsageError("argument --cases: give at least one case, e.g. --cases 1,4")
+    return tuple(dict.fromkeys(cases))
+
+
+def _funasr_client(path: str | None, cases: Sequence[int], explicit: bool) -> Path | None:
+    """The FunASR client case 6 runs; without it case 6 is skipped, unless --cases asked for it."""
+    hint = "FunASR's runtime/python/websocket/funasr_wss_client.py (git show HEAD:<that path> in a FunASR clone)"
+    if path is None:
+        if explicit and 6 in cases:
+            raise UsageError(
+                f"case 6 runs FunASR's own client: give {hint} with --funasr-client, or drop 6 from --cases"
+            )
+        return None
+    if not Path(path).is_file():
+        raise UsageError(f"argument --funasr-client: {path} is not a file; give {hint}")
+    return Path(path)
+
+
+def cmd_soak(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Exit 0 when every healthy client got every final, memory stayed flat and every bad input got its answer."""
+    from streamst.benchmarks import load, soak
+
+    if not args.duration_s > soak.RSS_BASELINE_S:
+        raise UsageError(
+            f"argument --duration-s: {args.duration_s:g} s leaves no memory sample after the first minute; "
+            f"give more than {soak.RSS_BASELINE_S:g}, e.g. --duration-s 600"
+        )
+    pair = datasets.parse_pairs(f"{args.source}-{args.target}")[0]
+    clips = load.load_clips(pair, args.data_dir)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    plan = soak.SoakPlan(pair, args.duration_s, args.clients, args.mode, output / "server.log")
+    print(f"soaking: {args.clients} client(s) and an abusive one for {args.duration_s:g} s ...", file=sys.stderr)
+    result = soak.run_soak(plan, clips)
+    _publish(soak.format_report(plan, result), output / "soak.txt", output / "soak.json",
+             lambda path: soak.save_json(result, path))  # fmt: skip
+    return 0 if result.holds else 1
+
+
+def _publish(text: str, text_path: Path, json_path: Path, save_json: Callable[[Path], None]) -> None:
+    """Prints the report and writes it, and its JSON beside it."""
+    print(text, end="")
+    text_path.write_text(text, encoding="utf-8")
+    save_json(json_path)
+    print(f"{PROG}: wrote {text_path}, {json_path}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------

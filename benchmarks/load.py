@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -194,8 +195,8 @@ def run_load(
     if plan.url:
         reports = asyncio.run(_run_levels(plan, plan.url, clips, on_level))
     else:
-        with local_server(plan.server, max(plan.levels)) as url:
-            reports = asyncio.run(_run_levels(plan, url, clips, on_level))
+        with local_server(plan.server, max(plan.levels)) as server:
+            reports = asyncio.run(_run_levels(plan, server.url, clips, on_level))
     load_1m, load_5m, _ = os.getloadavg()
     return LoadResult(tuple(reports), len(clips), time.monotonic() - started_s, load_before, (load_1m, load_5m))
 
@@ -214,31 +215,57 @@ async def _run_levels(
 async def run_level(plan: LoadPlan, url: str, n_clients: int, clips: Sequence[SpeechInstance]) -> list[ClientReport]:
     """`n_clients` clients at once, each streaming its own programme; one report per client."""
     start = wire.Start(plan.pair.source.code, plan.pair.target.code, mode=plan.mode)
-    streams = [programme(clips, first=i * CLIP_STRIDE, duration_s=plan.duration_s) for i in range(n_clients)]
-    results = await asyncio.gather(
-        *(
-            stream_pcm(url, start, float32_to_pcm16(stream.load_audio()), frame_ms=FRAME_MS, token=plan.token)
-            for stream in streams
-        )
-    )
+    streams = programmes(clips, n_clients, plan.duration_s)
+    results = await stream_programmes(url, start, streams, token=plan.token)
     return [
         score_client(n_clients, i, result, stream, plan.pair)
         for i, (result, stream) in enumerate(zip(results, streams, strict=True))
     ]
 
 
+def programmes(clips: Sequence[SpeechInstance], n_clients: int, duration_s: float) -> list[SpeechInstance]:
+    """One programme per client, client i starting at clip i · CLIP_STRIDE."""
+    return [programme(clips, first=i * CLIP_STRIDE, duration_s=duration_s) for i in range(n_clients)]
+
+
+async def stream_programmes(
+    url: str, start: wire.Start, streams: Sequence[SpeechInstance], token: str | None = None
+) -> list[StreamResult]:
+    """Every programme at once, each by its own client at real-time pace; their results in order."""
+    return await asyncio.gather(
+        *(
+            stream_pcm(url, start, float32_to_pcm16(stream.load_audio()), frame_ms=FRAME_MS, token=token)
+            for stream in streams
+        )
+    )
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    port: int  # on 127.0.0.1
+    process: subprocess.Popen  # the `streamst-server` child
+
+    @property
+    def url(self) -> str:
+        """Its /v1/stream."""
+        return f"ws://127.0.0.1:{self.port}{wire.STREAM_PATH}"
+
+
 @contextlib.contextmanager
-def local_server(settings: ServerSettings, max_clients: int) -> Iterator[str]:
-    """`streamst-server` on a free port for the block; yields its /v1/stream URL."""
+def local_server(settings: ServerSettings, max_clients: int, *more_options: str) -> Iterator[LocalServer]:
+    """`streamst-server` on a free port for the block, sized so that no limit cuts a benchmark
+    short; `more_options` come last (and win over these)."""
     port = server_process.free_port()
     options = (
         "--max-sessions", str(max_clients), "--max-backlog-ms", str(settings.max_backlog_ms),
         "--model-concurrency", str(settings.model_concurrency), "--threads", str(settings.n_threads),
-        "--idle-timeout-s", "600", "--finish-timeout-s", "3600", "--log-json",
+        "--idle-timeout-s", "600", "--finish-timeout-s", "3600", "--log-json", *more_options,
     )  # fmt: skip
     try:
-        with server_process.running(port, settings.log_path, *options, ready_timeout_s=SERVER_START_TIMEOUT_S):
-            yield f"ws://127.0.0.1:{port}{wire.STREAM_PATH}"
+        with server_process.running(
+            port, settings.log_path, *options, ready_timeout_s=SERVER_START_TIMEOUT_S
+        ) as process:
+            yield LocalServer(port, process)
     except server_process.ServerStartError as e:
         raise LoadError(f"{e}\n(the whole log is in {settings.log_path})") from e
 

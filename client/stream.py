@@ -103,13 +103,15 @@ async def stream_pcm(
     *,
     frame_ms: float = DEFAULT_FRAME_MS,
     realtime: bool = True,
+    speed: float = 1.0,
     token: str | None = None,
     open_timeout_s: float = 120.0,
 ) -> StreamResult:
     """Sends `start`, then `pcm` (mono, in `start`'s sample rate and format) in frames, then `stop`;
     returns every message the server sent. Raises a ClientError if the handshake fails.
 
-    With `realtime`, frame i leaves at i · frame_ms after the first (wall clock), as a microphone's would.
+    With `realtime`, frame i leaves at i · frame_ms / speed after the first (wall clock): as a
+    microphone's would at speed 1, `speed` times faster than real time above it.
     `open_timeout_s` bounds the handshake and, apart, the wait for `ready` (a new server may still be loading).
     """
     frames = pcm_frames(pcm, start, frame_ms)
@@ -123,7 +125,7 @@ async def stream_pcm(
         t0 = time.monotonic()
         received: list[Received] = [Received(ready, 0.0)]
         reader = asyncio.create_task(_read_all(ws, received, t0))
-        await _send_frames(ws, frames, frame_ms, realtime, t0)
+        await _send_frames(ws, frames, frame_ms / speed, realtime, t0)
         sent_s = time.monotonic() - t0
         with contextlib.suppress(ConnectionClosed):
             await ws.send(wire.encode(wire.Stop()))
@@ -152,11 +154,13 @@ async def _rest(ws: ClientConnection) -> AsyncIterator[wire.ServerMessage]:
         return
 
 
-async def _send_frames(ws: ClientConnection, frames: list[bytes], frame_ms: float, realtime: bool, t0: float) -> None:
+async def _send_frames(
+    ws: ClientConnection, frames: list[bytes], interval_ms: float, realtime: bool, t0: float
+) -> None:
     try:
         for i, frame in enumerate(frames):
             if realtime:
-                delay_s = t0 + i * frame_ms / MS_PER_S - time.monotonic()
+                delay_s = t0 + i * interval_ms / MS_PER_S - time.monotonic()
                 if delay_s > 0:
                     await asyncio.sleep(delay_s)
             await ws.send(frame)
