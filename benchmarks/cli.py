@@ -18,6 +18,7 @@ from typing import NoReturn
 from streamst.benchmarks import datasets, report, results
 from streamst.benchmarks.runner import CLOCKS, DEFAULT_CHUNK_MS, RunSpec, StreamSettings
 
+from streamst.cores import default_concurrency, default_threads
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
@@ -55,7 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(subparsers)
     _add_faults(subparsers)
     _add_soak(subparsers)
+    _add_profile(subparsers)
     return parser
+
+
+def _add_profile(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("profile", help="where a step's time goes, with 1, 2, 4 streams at once")
+    p.add_argument("--pair", default="en-zh", help="the language pair every stream speaks (default: %(default)s)")
+    p.add_argument("--streams", default="1,2,4", help="numbers of streams at once, in turn (default: %(default)s)")
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=tuple(MODES), help="(default: %(default)s)")
+    p.add_argument("--policy", help="the mode's policy (default: its first)")
+    p.add_argument("--knob", type=float, help="the policy's knob (default: its default)")
+    p.add_argument("--threads", type=_positive_int, default=default_threads(),
+                   help="threads per model call (default: %(default)s, half the cores)")  # fmt: skip
+    p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--output", "-o", required=True, help="output folder: profile.txt, profile.json")
+    p.set_defaults(func=cmd_profile)
 
 
 def _add_compare(subparsers: argparse._SubParsersAction) -> None:
@@ -86,7 +102,8 @@ def _add_common(p: argparse.ArgumentParser, default_pairs: str) -> None:
     p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
     p.add_argument("--output", "-o", required=True, help="output folder (created if needed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_positive_int, default=2, help="threads per model call (default: 2)")
+    p.add_argument("--threads", type=_positive_int, default=default_threads(),
+                   help="threads per model call (default: %(default)s, half the cores)")  # fmt: skip
 
 
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
@@ -135,8 +152,10 @@ def _add_load(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, help="output folder: load.txt, load.json, server.log")
     p.add_argument("--url", help="load a running server's /v1/stream instead of starting one")
     p.add_argument("--token", help="token for --url")
-    p.add_argument("--model-concurrency", type=_positive_int, default=1, help="for the server started here")
-    p.add_argument("--threads", type=_positive_int, default=2, help="threads per model call, for the server here")
+    p.add_argument("--model-concurrency", type=_positive_int, default=default_concurrency(default_threads()),
+                   help="for the server started here (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=default_threads(),
+                   help="threads per model call, for the server here (default: %(default)s)")
     p.add_argument("--max-backlog-ms", type=_positive_int, default=600_000, help="for the server started here")
     p.set_defaults(func=cmd_load)
 
@@ -396,6 +415,39 @@ def cmd_load(args: argparse.Namespace, argv: Sequence[str]) -> int:
     (output / "load.txt").write_text(text, encoding="utf-8")
     load.save_json(result, output / "load.json")
     print(f"{PROG}: wrote {output / 'load.txt'}, {output / 'load.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from streamst.benchmarks import profile
+
+    from streamst.engine import Engine
+
+    try:
+        levels = tuple(_positive_int(item) for item in _items(args.streams))
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"argument --streams: {e}; write e.g. --streams 1,2,4") from None
+    if not levels:
+        raise UsageError("argument --streams: give at least one number of streams, e.g. --streams 1,2,4")
+    pairs = datasets.parse_pairs(args.pair)
+    if len(pairs) != 1:
+        raise UsageError(f"argument --pair: give one pair, e.g. --pair en-zh, got {args.pair!r}")
+    pair = pairs[0]
+    spec = mode_spec(args.mode)
+    policy = spec.policy(args.policy)
+    knob = policy.knob.parse(policy.knob.default if args.knob is None else args.knob)
+    run = RunSpec(args.mode, policy.name, knob, pair)
+    clips = datasets.load_speech(datasets.FLEURS_MINI, [pair], root=args.data_dir)[pair.name]
+    if len(clips) < max(levels):
+        raise UsageError(f"{pair.name} has {len(clips)} FLEURS-mini clips; ask for at most that many streams")
+    engine = Engine(EngineConfig(n_threads=args.threads))
+    engine.load()
+    rounds = []
+    for n in levels:
+        print(f"profiling {n} stream(s) of {pair.name} ...", file=sys.stderr, flush=True)
+        rounds.append(profile.profile_round(engine, run, clips[:n]))
+    title = f"{PROG} profile: {run.name}, {pair.name}, {args.threads} thread(s) per model call"
+    print(profile.save(rounds, title, Path(args.output)), end="")
     return 0
 
 

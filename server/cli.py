@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 
+from streamst.cores import check_budget
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import StreamstError
 from streamst.options import MODES
@@ -104,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="time to finish a stream's open segments, plus 4 s per second of audio still waiting",
     )
     limits.add_argument(
-        "--model-concurrency", type=int, default=defaults.model_concurrency, help="model calls at once (%(default)s)"
+        "--model-concurrency", type=int, default=defaults.model_concurrency,
+        help="model calls at once (%(default)s; with --threads, at most the cores)",
     )
     engine = parser.add_argument_group("engine")
     engine.add_argument("--mode", choices=MODES, default=ServerConfig().default_mode, help="default mode (%(default)s)")
-    engine.add_argument("--threads", type=int, default=EngineConfig().n_threads, help="threads per model call")
+    engine.add_argument("--threads", type=int, default=EngineConfig().n_threads,
+                        help="threads per model call (%(default)s: half the cores)")  # fmt: skip
     engine.add_argument("--lazy", action="store_true", help="load the models with the first session, not at startup")
     logs = parser.add_argument_group("logging")
     logs.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, args.log_json)
     try:
         config = config_from_args(args)
+        check_budget(args.threads, config.limits.model_concurrency)
         asyncio.run(serve(App(Engine(EngineConfig(n_threads=args.threads)), config)))
     except StreamstError as e:
         print(f"streamst-server: error: {e}", file=sys.stderr)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from streamst.cores import default_concurrency
 from streamst.errors import OptionsError
 
 log = logging.getLogger("streamst.server.limits")
@@ -25,7 +26,7 @@ class Limits:
     max_offline_backlog_ms: int = 600_000  # the same for FunASR's offline mode, whose clients upload files
     max_batch_ms: int = 2_000  # audio one model call takes from a session's backlog (keeps turns fair)
     max_pending_messages: int = 64  # unsent messages to one client before it is cut off as too slow
-    model_concurrency: int = 1  # model calls running at once over all sessions (each uses its own threads)
+    model_concurrency: int = field(default_factory=default_concurrency)  # model calls at once over all sessions (streamst.cores)
     ping_interval_s: float = 20.0  # keepalive ping period; a client that never answers is dropped
     ping_timeout_s: float = 20.0
     close_timeout_s: float = 5.0  # how long the last messages and the closing handshake may take

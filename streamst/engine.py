@@ -17,6 +17,7 @@ from pathlib import Path
 
 from streamst import registry
 from streamst.clock import Clock
+from streamst.cores import default_threads
 from streamst.encoders.base import SpeechEncoder
 from streamst.encoders.sensevoice import SenseVoiceOptions, load_sensevoice
 from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
@@ -44,7 +45,7 @@ class EngineConfig:
     translator_model: str = "qwen2.5-coder-0.5b-instruct-q4km"  # registry name of the decoder
     translator_file: str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # the GGUF inside it
     translator_backend: str = "llama.cpp"  # llama.cpp (GGUF, CPU) | transformers (torch, GPU)
-    n_threads: int = 2  # threads of each model call (VAD: 1); at most the cores a call may have to itself
+    n_threads: int = field(default_factory=default_threads)  # threads of each model call (VAD: 1); see streamst.cores
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     llama: LlamaOptions = field(default_factory=LlamaOptions)
     sensevoice: SenseVoiceOptions = field(default_factory=SenseVoiceOptions)

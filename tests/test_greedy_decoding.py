@@ -1,6 +1,6 @@
 """The greedy loop every translator backend shares, over a scripted byte-level backend: no weights,
 milliseconds. Stop tokens, the cap, UTF-8 hold-back, the loop guard, canonical prefill, stream
-prefix reuse, and stream keys that keep nothing alive."""
+prefix reuse, drafts from a stream's last answer, and stream keys that keep nothing alive."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ STOP = N_BYTES  # the one token that is not a byte
 N_VOCAB = N_BYTES + 1
 ANSWER_MARK = b"assistant\n"  # the prompt's tail ends with it (then the committed target)
 STOP_LOGIT = 10.0
+OFF_SCRIPT = ord("~")  # what the scripted model says after text its answer does not have
 
 Script = Callable[[bytes, list[int]], bytes]  # (prompt bytes, batch starts in the prompt) → answer
 
@@ -66,14 +67,24 @@ class ScriptedBackend(DecoderBackend):
         self.cache.extend(token_ids)
         self.batches.append(list(token_ids))
 
+    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
+        self.evaluate(token_ids)  # one batch, as llama.cpp does it
+        n_before = len(self.cache) - len(token_ids)
+        return np.stack([self._logits_after(self.cache[: n_before + i + 1]) for i in range(len(token_ids))])
+
     def last_logits(self) -> np.ndarray:
-        context = bytes(t for t in self.cache if t < N_BYTES)
+        return self._logits_after(self.cache)
+
+    def _logits_after(self, cache: list[int]) -> np.ndarray:
+        context = bytes(t for t in cache if t < N_BYTES)
         n_prompt = context.rindex(ANSWER_MARK) + len(ANSWER_MARK)
         answer = self.script(context[:n_prompt], [s for s in self.batch_starts if s < n_prompt])
         written = context[n_prompt:]
-        assert answer.startswith(written), "the loop fed back exactly the tokens it chose"
         logits = np.zeros(N_VOCAB, dtype=np.float32)
-        logits[answer[len(written)] if len(written) < len(answer) else STOP] = STOP_LOGIT
+        if not answer.startswith(written):  # a draft token the answer does not have: any choice
+            logits[OFF_SCRIPT] = STOP_LOGIT
+        else:
+            logits[answer[len(written)] if len(written) < len(answer) else STOP] = STOP_LOGIT
         return logits
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -207,3 +218,34 @@ def test_a_stream_key_object_is_not_kept_alive() -> None:
     assert gone() is None, "the translator must not keep an ended session (and its audio) alive"
     result = t.translate("Yes, yes.", EN, DE, stream_key=Session())
     assert result.n_prefill_tokens == result.n_prompt_tokens - n_head_tokens(), "a new object is a new stream"
+
+
+def test_a_streams_last_answer_is_its_next_requests_draft() -> None:
+    t, backend = translator(says("Guten Morgen"))
+    first = t.translate("Good", EN, DE, stream_key=3)
+    assert first.n_draft_tokens == 0
+    grown = t.translate("Good morning", EN, DE, stream_key=3)
+    assert grown.text == "Guten Morgen" and grown.finished
+    assert grown.n_draft_tokens == len("Guten Morgen"), "every token was checked in the draft's batch"
+    n_evaluates = len(backend.batches)
+    continued = t.translate("Good morning", EN, DE, committed="Guten ", stream_key=3)
+    assert continued.text == "Morgen" and continued.n_draft_tokens == len("Morgen")
+    assert len(backend.batches) - n_evaluates == 2, "the prompt's new tokens, then the draft; no token one by one"
+
+
+def test_a_draft_is_kept_only_as_far_as_greedy_decoding_agrees() -> None:
+    answers = iter([b"Guten Morgen", b"Guten Abend, Welt"])
+    answer = next(answers)
+
+    def script(prompt: bytes, batch_starts: list[int]) -> bytes:
+        return answer
+
+    t, backend = translator(script)
+    t.translate("Good morning", EN, DE, stream_key=3)
+    answer = next(answers)
+    changed = t.translate("Good evening, world", EN, DE, stream_key=3)
+    assert changed.text == "Guten Abend, Welt" and changed.finished
+    assert changed.n_draft_tokens == len("Guten "), "the draft up to where the answers part"
+    assert b"~" not in bytes(backend.cache), "the draft's rest left the cache"
+    other = t.translate("Good evening, world", EN, DE, stream_key=4)
+    assert other.text == "Guten Abend, Welt" and other.n_draft_tokens == 0, "another stream has its own drafts"

@@ -14,6 +14,7 @@ import numpy as np
 from streamst.encoders.base import SpeechEncoder
 from streamst.encoders.guards import cap_rate, cut_repeated_tail, cut_repeats
 from streamst.errors import ModelError, OptionsError
+from streamst.profiling import locked, span
 from streamst.types import SAMPLE_RATE_HZ, Transcript, Word, ms_to_samples
 
 if TYPE_CHECKING:
@@ -107,22 +108,25 @@ class WhisperEncoder(SpeechEncoder):
         padded = np.concatenate([audio, np.zeros(ms_to_samples(TAIL_SILENCE_MS), dtype=np.float32)])
         if not o.fit_window:
             padded = np.pad(audio, (0, MAX_WINDOW_S * SAMPLE_RATE_HZ - len(audio)))
-        with self._lock:
+        with locked(self._lock, "encoder.wait"):
             tokenizer = self._tokenizer(language)
-            features = self._model.feature_extractor(padded)
-            features = features[:, : min(N_FRAMES_MAX, features.shape[1] // 2 * 2)]
-            encoder_output = self._model.encode(features)
+            with span("whisper.features"):
+                features = self._model.feature_extractor(padded)
+                features = features[:, : min(N_FRAMES_MAX, features.shape[1] // 2 * 2)]
+            with span("whisper.encode"):
+                encoder_output = self._model.encode(features)
             prompt_tokens = self._prompt_tokens(tokenizer, prompt or DEFAULT_PROMPTS.get(language, ""))
-            result = self._model.model.generate(
-                encoder_output,
-                [prompt_tokens],
-                beam_size=o.beam_size,
-                max_length=min(MAX_TEXT_TOKENS, len(prompt_tokens) + self._max_new_tokens(len(audio))),
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=[-1],
-            )[0]
+            with span("whisper.decode"):
+                result = self._model.model.generate(
+                    encoder_output,
+                    [prompt_tokens],
+                    beam_size=o.beam_size,
+                    max_length=min(MAX_TEXT_TOKENS, len(prompt_tokens) + self._max_new_tokens(len(audio))),
+                    return_scores=True,
+                    return_no_speech_prob=True,
+                    suppress_blank=True,
+                    suppress_tokens=[-1],
+                )[0]
             text_tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
             avg_logprob = float(result.scores[0])
             if not text_tokens or (
@@ -131,7 +135,8 @@ class WhisperEncoder(SpeechEncoder):
                 log.debug("no speech (p=%.2f, avg log-prob %.2f)", result.no_speech_prob, avg_logprob)
                 return ()
             n_frames = min(features.shape[1], len(audio) // HOP_SAMPLES)
-            alignment = self._model.find_alignment(tokenizer, [text_tokens], encoder_output, [n_frames])[0]
+            with span("whisper.align"):
+                alignment = self._model.find_alignment(tokenizer, [text_tokens], encoder_output, [n_frames])[0]
         from faster_whisper.transcribe import merge_punctuations
 
         merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)

@@ -29,6 +29,7 @@ from streamst.clock import Clock, WallClock
 from streamst.encoders.base import SpeechEncoder
 from streamst.errors import OptionsError
 from streamst.languages import Language
+from streamst.profiling import span
 from streamst.punctuation import Punctuator, join_words, split_sentences
 from streamst.sessions.buffer import AudioBuffer
 from streamst.translators.base import Translator
@@ -80,6 +81,8 @@ class SessionStats:
     n_prefill_tokens: int  # translator prompt tokens evaluated, over all requests
     n_prompt_tokens: int  # translator prompt tokens in all, cached or not
     n_fallbacks: int  # segments handed to the sentence-by-sentence finish
+    n_repeated_requests: int = 0  # translator requests answered by the last answer (nothing changed)
+    n_draft_tokens: int = 0  # target tokens the translator checked in a batch instead of one by one
 
 
 @dataclass
@@ -91,6 +94,8 @@ class _Counts:
     n_prefill_tokens: int = 0
     n_prompt_tokens: int = 0
     n_fallbacks: int = 0
+    n_repeated_requests: int = 0
+    n_draft_tokens: int = 0
 
 
 @dataclass
@@ -138,6 +143,8 @@ class SegmentedSession(ABC):
         self._context = ""  # committed source text, the recogniser's prompt
         self._sentence = OpenSentence(0)
         self._counts = _Counts()
+        self._last_request: tuple[str, str, int | None] | None = None  # this stream's last (source, committed, cap)
+        self._last_translation: Translation | None = None
 
     @property
     def heard_ms(self) -> int:
@@ -156,7 +163,8 @@ class SegmentedSession(ABC):
     @property
     def stats(self) -> SessionStats:
         c = self._counts
-        return SessionStats(c.n_steps, c.n_skipped_steps, c.n_prefill_tokens, c.n_prompt_tokens, c.n_fallbacks)
+        return SessionStats(c.n_steps, c.n_skipped_steps, c.n_prefill_tokens, c.n_prompt_tokens, c.n_fallbacks,
+                            c.n_repeated_requests, c.n_draft_tokens)  # fmt: skip
 
     def push(self, audio: np.ndarray) -> list[Event]:
         """audio: (n_samples,) float32 at 16 kHz, any length."""
@@ -216,7 +224,9 @@ class SegmentedSession(ABC):
     def _consume_frame(self, frame: np.ndarray) -> list[Event]:
         self._buffer.append(frame)
         self._heard_samples += len(frame)
-        changes = self._endpointer.feed(self._vad.probabilities(frame))
+        with span("vad"):
+            probabilities = self._vad.probabilities(frame)
+        changes = self._endpointer.feed(probabilities)
         events: list[Event] = []
         for change in changes:
             events.extend(self._on_open(change.start_ms) if isinstance(change, SegmentOpened) else self._on_close(change))
@@ -245,7 +255,8 @@ class SegmentedSession(ABC):
         self._counts.n_steps += 1
         started_ms = self.clock.now_ms()
         try:
-            return self.step()
+            with span("step"):
+                return self.step()
         except Exception as e:  # noqa: BLE001 - `step_failed` decides: hand the segment on, or raise
             return self.step_failed(e)
         finally:
@@ -254,6 +265,10 @@ class SegmentedSession(ABC):
     def _on_close(self, closed: SegmentClosed) -> list[Event]:
         """The open segment ended: the rest of its window is transcribed and translated sentence
         by sentence (the first one continuing what was committed for it)."""
+        with span("close"):
+            return self._close_segment(closed)
+
+    def _close_segment(self, closed: SegmentClosed) -> list[Event]:
         end_ms = closed.span.end_ms
         words: tuple[Word, ...] = ()
         min_speech_ms = self.options.vad.min_speech_ms
@@ -276,24 +291,35 @@ class SegmentedSession(ABC):
         """The recogniser's punctuated words for the audio between two stream times."""
         audio = self._buffer.slice_ms(start_ms, end_ms)
         prompt = self._context if self.options.context_prompt else ""
-        transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt)
-        return self.components.punctuator.punctuate(transcript.words, self.source.code)
+        with span("transcribe"):
+            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt)
+            return self.components.punctuator.punctuate(transcript.words, self.source.code)
 
     def translate(
         self, source_text: str, committed: str = "", max_new_tokens: int | None = None, reuse: bool = True
     ) -> Translation:
         """The translator's continuation of `committed` for `source_text`; `reuse` lets it start
-        from this stream's previous request (its KV cache), which a growing source mostly shares."""
-        translation = self.components.translator.translate(
-            source_text,
-            self.source,
-            self.target,
-            committed=committed,
-            max_new_tokens=max_new_tokens,
-            stream_key=self.stream_id if reuse else None,
-        )
+        from this stream's previous request (its KV cache and its last answer as a draft), which a
+        growing source mostly shares. Greedy decoding is deterministic, so a request the same as
+        this stream's last one gets the last answer without asking the translator again."""
+        request = (source_text, committed, max_new_tokens)
+        if reuse and request == self._last_request and self._last_translation is not None:
+            self._counts.n_repeated_requests += 1
+            return self._last_translation
+        with span("translate"):
+            translation = self.components.translator.translate(
+                source_text,
+                self.source,
+                self.target,
+                committed=committed,
+                max_new_tokens=max_new_tokens,
+                stream_key=self.stream_id if reuse else None,
+            )
+        if reuse:
+            self._last_request, self._last_translation = request, translation
         self._counts.n_prefill_tokens += translation.n_prefill_tokens
         self._counts.n_prompt_tokens += translation.n_prompt_tokens
+        self._counts.n_draft_tokens += translation.n_draft_tokens
         return translation
 
     def close_sentence(

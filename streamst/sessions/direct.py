@@ -22,6 +22,7 @@ from streamst.clock import Clock
 from streamst.errors import OptionsError
 from streamst.languages import Language
 from streamst.policies import Policy, PolicyState, Proposal, TargetAgreement, Write, count_units
+from streamst.profiling import span
 from streamst.punctuation import ends_sentence, join_words
 from streamst.sessions.base import Components, SegmentedSession, SessionOptions
 from streamst.types import Event, Word
@@ -70,7 +71,9 @@ class DirectSession(SegmentedSession):
         return []
 
     def step(self) -> list[Event]:
-        state = self._agreement.update(self.transcribe(self._window_start_ms, self.heard_ms))
+        words = self.transcribe(self._window_start_ms, self.heard_ms)
+        with span("agreement"):
+            state = self._agreement.update(words)
         events: list[Event] = self._close_stable_sentences(state)
         state = SourceState(self._agreement.committed, state.tentative, ())
         if not state.committed and not state.tentative:
@@ -104,17 +107,18 @@ class DirectSession(SegmentedSession):
             return self.partial(heard, sentence.start_ms, self.heard_ms, sentence.committed_target)
         translation = self.translate(source_text, sentence.committed_target, request.max_new_tokens)
         proposal = Proposal(translation.tokens, translation.finished)
-        action = self.policy.decide(
-            PolicyState(
-                n_stable_words=len(state.committed),
-                stable_source=stable,
-                tentative_source=tentative,
-                committed_target=sentence.committed_target,
-                proposal=proposal,
-                history=tuple(sentence.history),
-                target_unit=unit,
+        with span("policy"):
+            action = self.policy.decide(
+                PolicyState(
+                    n_stable_words=len(state.committed),
+                    stable_source=stable,
+                    tentative_source=tentative,
+                    committed_target=sentence.committed_target,
+                    proposal=proposal,
+                    history=tuple(sentence.history),
+                    target_unit=unit,
+                )
             )
-        )
         sentence.history.append(sentence.committed_target + proposal.text)
         delta = action.text if isinstance(action, Write) else ""
         sentence.committed_target += delta

@@ -8,7 +8,8 @@ Prefill is canonical, so a request's output never depends on what other requests
 KV cache: the prompt head (fixed per language pair) is always evaluated as its own batch and kept
 across requests; the rest is evaluated after it. A request that continues the previous request of
 the same stream (same `stream_key`) also reuses the source tokens they share, so a growing source
-costs only its new tokens (reported as `n_prefill_tokens`)."""
+costs only its new tokens (reported as `n_prefill_tokens`), and its last answer is the draft that
+the new answer is checked against in one batch (reported as `n_draft_tokens`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import threading
 import weakref
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from streamst.languages import Language
+from streamst.profiling import locked, span
 from streamst.translators.base import Translator
 from streamst.translators.decoding import (
     PromptTokens,
@@ -69,6 +72,15 @@ class DecoderBackend(ABC):
         the cache. A backend that must split a batch (a batch size limit) splits it the same way
         every time."""
 
+    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Like `evaluate`, but returns the logits after every token: (len(token_ids), n_vocab).
+        A backend that can evaluate a batch with all its logits overrides this."""
+        rows = []
+        for token_id in token_ids:
+            self.evaluate([token_id])
+            rows.append(self.last_logits().copy())
+        return np.stack(rows)
+
     @abstractmethod
     def last_logits(self) -> np.ndarray:
         """The logits after the last evaluated token: (n_vocab,) float32, valid until the next
@@ -99,16 +111,35 @@ class DecodingOptions(Protocol):
 class Decoded:
     steps: tuple[TokenStep, ...]
     finished: bool  # a stop token ended it (not the cap, not the loop guard)
+    n_draft_tokens: int = 0  # steps taken from the draft (checked in one batch, not one by one)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A stream's last answer: where its next request's draft comes from."""
+
+    committed: str
+    steps: tuple[TokenStep, ...]
+
+
+MAX_REMEMBERED_STREAMS = 256  # streams whose last answer is kept for drafts (oldest forgotten first)
 
 
 class GreedyTranslator(Translator):
-    """Greedy translation over one backend, shared by all sessions; requests are serialised."""
+    """Greedy translation over one backend, shared by all sessions; requests are serialised.
+
+    A stream's next request usually re-translates a source that grew by a word, and its greedy
+    answer mostly repeats the last one. So the last answer of each stream (`stream_key`, an int
+    or str) is the draft of its next request: the draft is checked against the model in one batch
+    and kept up to the first token greedy decoding would not have chosen (speculative decoding
+    with the previous answer as the draft model). The output is greedy decoding's either way."""
 
     def __init__(self, backend: DecoderBackend, options: DecodingOptions) -> None:
         self.backend = backend
         self.options = options
         self._lock = threading.Lock()
         self._last_stream_key = hold_key(None)
+        self._answers: OrderedDict[int | str, _Answer] = OrderedDict()
 
     def translate(
         self,
@@ -121,22 +152,51 @@ class GreedyTranslator(Translator):
     ) -> Translation:
         o = self.options
         parts = chat_prompt(source_text, source, target, committed, o.style)
-        with self._lock:
+        with locked(self._lock, "translator.wait"):
             tokenize = self.backend.tokenize
             prompt = plan_prompt(
                 tokenize, parts, max_new_tokens, o.min_new_tokens_cap, o.new_tokens_per_source_token, o.n_ctx
             )
             reuse_source = stream_key is not None and stream_key == self._last_stream_key()
-            n_prefill = prefill(self.backend, prompt, reuse_source)
+            with span("translator.prefill"):
+                n_prefill = prefill(self.backend, prompt, reuse_source)
             self._last_stream_key = hold_key(stream_key)
-            decoded = decode(self.backend, prompt.max_new_tokens)
+            draft = self._draft(stream_key, committed)
+            with span("translator.decode"):
+                decoded = decode(self.backend, prompt.max_new_tokens, draft)
+            self._remember(stream_key, committed, decoded.steps)
         return Translation(
             text="".join(s.text for s in decoded.steps),
             tokens=decoded.steps,
             n_prompt_tokens=len(prompt.tokens),
             n_prefill_tokens=n_prefill,
             finished=decoded.finished,
+            n_draft_tokens=decoded.n_draft_tokens,
         )
+
+    def _draft(self, stream_key: object | None, committed: str) -> list[int]:
+        """The stream's last answer after `committed`, as token ids; [] if it does not continue it."""
+        answer = self._answers.get(stream_key) if isinstance(stream_key, int | str) else None
+        if answer is None:
+            return []
+        full = answer.committed + "".join(s.text for s in answer.steps)
+        if not full.startswith(committed) or len(full) == len(committed):
+            return []
+        length = len(answer.committed)
+        for i, step in enumerate(answer.steps):
+            if length == len(committed):
+                return [s.token_id for s in answer.steps[i:]]
+            length += len(step.text)
+        # `committed` ends inside a token: the rest as the tokenizer splits it.
+        return self.backend.tokenize(full[len(committed) :], False)
+
+    def _remember(self, stream_key: object | None, committed: str, steps: tuple[TokenStep, ...]) -> None:
+        if not isinstance(stream_key, int | str):
+            return
+        self._answers[stream_key] = _Answer(committed, steps)
+        self._answers.move_to_end(stream_key)
+        while len(self._answers) > MAX_REMEMBERED_STREAMS:
+            self._answers.popitem(last=False)
 
 
 def hold_key(key: object | None) -> Callable[[], object | None]:
@@ -166,25 +226,48 @@ def prefill(backend: DecoderBackend, prompt: PromptTokens, reuse_source: bool) -
     return n_evaluated + len(tokens) - n_keep
 
 
-def decode(backend: DecoderBackend, max_new_tokens: int) -> Decoded:
+def decode(backend: DecoderBackend, max_new_tokens: int, draft: Sequence[int] = ()) -> Decoded:
     """Greedy decoding after `prefill`; each step's text holds back bytes of a character split
-    across tokens, and whatever is still held at the end goes to the last step."""
+    across tokens, and whatever is still held at the end goes to the last step.
+
+    `draft`: the tokens greedy decoding is expected to choose. Once the first chosen token equals
+    the draft's first, the whole draft is evaluated in one batch; its logits choose the next
+    tokens for as long as the choices equal the draft, and at the first difference the draft's
+    rest is dropped from the cache and decoding goes on one token at a time."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     steps: list[TokenStep] = []
     ids: list[int] = []
     finished = False
-    for _ in range(max_new_tokens):
-        logits = backend.last_logits()
+    n_base = len(backend.cached_tokens())
+    draft = list(draft[:max_new_tokens])
+    draft_logits: np.ndarray | None = None  # after each draft token, once the draft is evaluated
+    n_draft = 0
+    logits = backend.last_logits()
+    while len(steps) < max_new_tokens:
         token_id = int(np.argmax(logits))
         if token_id in backend.stop_ids:
             finished = True
             break
         logprob = float(logits[token_id] - logsumexp(logits))
         text = decoder.decode(backend.token_bytes(token_id))
+        position = len(steps)
         steps.append(TokenStep(token_id, text, logprob))
         ids.append(token_id)
         if is_looping(ids):
             log.info("translation fell into a loop after %d tokens; cut", len(ids))
             break
+        if len(steps) == max_new_tokens:
+            break
+        if position == 0 and len(draft) > 1 and draft[0] == token_id:
+            with span("translator.verify"):
+                draft_logits = backend.evaluate_all(draft)
+        if draft_logits is not None:
+            if position < len(draft) and draft[position] == token_id:
+                logits = draft_logits[position]  # the cache already holds this token
+                n_draft += 1
+                continue
+            backend.keep(n_base + position)  # the draft's rest was not chosen
+            draft_logits = None
         backend.evaluate([token_id])
-    return Decoded(tuple(flush_pending(steps, decoder)), finished)
+        logits = backend.last_logits()
+    return Decoded(tuple(flush_pending(steps, decoder)), finished, n_draft)

@@ -82,6 +82,22 @@ class LlamaCppBackend(DecoderBackend):
     def evaluate(self, token_ids: Sequence[int]) -> None:
         self._llm.eval(token_ids)  # in batches of n_batch tokens
 
+    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
+        """`evaluate` with every token's logits: llama.cpp's batch marks each token as an output."""
+        llm = self._llm
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        rows = np.empty((len(token_ids), self._n_vocab), dtype=np.float32)
+        for start in range(0, len(token_ids), llm.n_batch):
+            batch = list(token_ids[start : start + llm.n_batch])
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            for i in range(len(batch)):
+                rows[start + i] = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(self._n_vocab,))
+        return rows
+
     def last_logits(self) -> np.ndarray:
         return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
 

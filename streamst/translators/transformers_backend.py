@@ -77,7 +77,7 @@ class TransformersBackend(DecoderBackend):
         self._token_bytes = TokenBytes(self.tokenizer)
         self._cache: Any = None  # created by the first evaluate after the cache was emptied
         self._cached_ids: list[int] = []  # the tokens whose keys and values the cache holds
-        self._logits: Any = None  # the last evaluated position's, on the device
+        self._logits: Any = None  # the last evaluated batch's, (n_tokens, n_vocab) on the device
         log.info("translator %s on %s (%s)", model_dir, self.device, str(self.dtype).removeprefix("torch."))
 
     @property
@@ -118,11 +118,18 @@ class TransformersBackend(DecoderBackend):
             raise
         self._cache = out.past_key_values
         self._cached_ids = self._cached_ids + list(token_ids)
-        self._logits = out.logits[0, -1]
+        self._logits = out.logits[0]
 
     def last_logits(self) -> np.ndarray:
         import torch
 
+        with torch.inference_mode():
+            return self._logits[-1].float().cpu().numpy()
+
+    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
+        import torch
+
+        self.evaluate(token_ids)
         with torch.inference_mode():
             return self._logits.float().cpu().numpy()
 

@@ -1,0 +1,50 @@
+"""One thread budget for the process: model calls never run more threads than there are cores.
+
+llama.cpp and CTranslate2 keep their threads spinning at a barrier between operations. When those
+threads do not each own a core (two calls with 2 threads each on 2 cores, or one call beside a
+busy process) a call can take 5-10 times longer instead of twice as long. So the budget is: at
+most `MODELS_AT_ONCE` model calls run at once (the speech encoder for one stream beside the
+translator for another; each model serves one call at a time), and each gets
+`cores // MODELS_AT_ONCE` threads. On 2 cores that is one thread per call: under outside load a
+call slows in proportion, it does not collapse."""
+
+from __future__ import annotations
+
+import os
+
+from streamst.errors import OptionsError
+
+MODELS_AT_ONCE = 2  # the speech encoder and the translator can each serve a call at the same time
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(cores: int | None = None) -> int:
+    """Threads per model call that keep `MODELS_AT_ONCE` calls within the cores."""
+    return max(1, (cores or available_cores()) // MODELS_AT_ONCE)
+
+
+def default_concurrency(n_threads: int | None = None, cores: int | None = None) -> int:
+    """Model calls at once that keep calls of `n_threads` (default: `default_threads`) within the
+    cores (at least 1)."""
+    cores = cores or available_cores()
+    return max(1, min(MODELS_AT_ONCE, cores // (n_threads or default_threads(cores))))
+
+
+def check_budget(n_threads: int, concurrency: int, cores: int | None = None) -> None:
+    """Refuses a configuration whose model calls would run more threads than there are cores."""
+    cores = cores or available_cores()
+    n_busy = n_threads * min(concurrency, MODELS_AT_ONCE)
+    if n_busy > cores:
+        raise OptionsError(
+            f"{min(concurrency, MODELS_AT_ONCE)} model calls at once with {n_threads} threads each would run "
+            f"{n_busy} threads on {cores} cores; their spinning threads would slow every call many times over. "
+            f"Use --threads {default_threads(cores)} and --model-concurrency {default_concurrency(default_threads(cores), cores)}"
+            f" (the defaults here), or fewer"
+        )
