@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import gc
 import string
+import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from streamst.languages import Language, resolve
-from streamst.translators.greedy import DecoderBackend, GreedyTranslator
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator, Work
 from streamst.translators.prompt import PromptStyle, chat_prompt
 
 EN, DE, ZH = resolve("en"), resolve("de"), resolve("zh")
@@ -38,13 +41,23 @@ class Options:
 
 class ScriptedBackend(DecoderBackend):
     """One token per UTF-8 byte, plus STOP. It "answers" `script(prompt, batch_starts)` then stops,
-    so like a real model its output may depend on how the prompt was split into batches."""
+    so like a real model its output may depend on how the prompt was split into batches. After
+    text its answer does not have, it says OFF_SCRIPT."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, n_slots: int = 1) -> None:
         self.script = script
-        self.cache: list[int] = []
-        self.batch_starts: list[int] = []  # cache positions where an evaluate began
-        self.batches: list[list[int]] = []  # every evaluate, in order
+        self.caches: list[list[int]] = [[] for _ in range(n_slots)]
+        self.starts: list[list[int]] = [[] for _ in range(n_slots)]  # cache positions where an evaluate began
+        self.batches: list[list[int]] = []  # every item evaluated, in order
+        self.calls: list[list[Work]] = []  # every evaluate, its items
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.caches)
+
+    @property
+    def cache(self) -> list[int]:
+        return self.caches[0]
 
     @property
     def stop_ids(self) -> frozenset[int]:
@@ -53,34 +66,38 @@ class ScriptedBackend(DecoderBackend):
     def tokenize(self, text: str, special: bool) -> list[int]:
         return list(text.encode("utf-8"))
 
-    def cached_tokens(self) -> Sequence[int]:
-        return self.cache
+    def cached_tokens(self, slot: int) -> Sequence[int]:
+        return self.caches[slot]
 
-    def keep(self, n_tokens: int) -> None:
-        assert 0 <= n_tokens <= len(self.cache)
-        del self.cache[n_tokens:]
-        self.batch_starts = [start for start in self.batch_starts if start < n_tokens]
+    def keep(self, slot: int, n_tokens: int) -> None:
+        assert 0 <= n_tokens <= len(self.caches[slot])
+        del self.caches[slot][n_tokens:]
+        self.starts[slot] = [start for start in self.starts[slot] if start < n_tokens]
 
-    def evaluate(self, token_ids: Sequence[int]) -> None:
-        assert token_ids, "an evaluate needs at least one token"
-        self.batch_starts.append(len(self.cache))
-        self.cache.extend(token_ids)
-        self.batches.append(list(token_ids))
+    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
+        assert len({item.slot for item in work}) == len(work), "one item per slot in a batch"
+        self.calls.append(list(work))
+        results = []
+        for item in work:
+            assert item.token_ids, "an evaluate needs at least one token"
+            cache = self.caches[item.slot]
+            self.starts[item.slot].append(len(cache))
+            n_before = len(cache)
+            cache.extend(item.token_ids)
+            self.batches.append(list(item.token_ids))
+            needed = range(len(item.token_ids)) if item.all_logits else [len(item.token_ids) - 1]
+            rows = [self._logits_after(cache[: n_before + i + 1], item.slot) for i in needed]
+            results.append(np.stack(rows) if item.all_logits else rows[-1])
+        return results
 
-    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
-        self.evaluate(token_ids)  # one batch, as llama.cpp does it
-        n_before = len(self.cache) - len(token_ids)
-        return np.stack([self._logits_after(self.cache[: n_before + i + 1]) for i in range(len(token_ids))])
-
-    def last_logits(self) -> np.ndarray:
-        return self._logits_after(self.cache)
-
-    def _logits_after(self, cache: list[int]) -> np.ndarray:
+    def _logits_after(self, cache: list[int], slot: int) -> np.ndarray:
         context = bytes(t for t in cache if t < N_BYTES)
-        n_prompt = context.rindex(ANSWER_MARK) + len(ANSWER_MARK)
-        answer = self.script(context[:n_prompt], [s for s in self.batch_starts if s < n_prompt])
-        written = context[n_prompt:]
         logits = np.zeros(N_VOCAB, dtype=np.float32)
+        if ANSWER_MARK not in context:  # the head alone: nothing is chosen after it
+            return logits
+        n_prompt = context.rindex(ANSWER_MARK) + len(ANSWER_MARK)
+        answer = self.script(context[:n_prompt], [s for s in self.starts[slot] if s < n_prompt])
+        written = context[n_prompt:]
         if not answer.startswith(written):  # a draft token the answer does not have: any choice
             logits[OFF_SCRIPT] = STOP_LOGIT
         else:
@@ -95,8 +112,8 @@ def says(answer: str) -> Script:
     return lambda prompt, batch_starts: answer.encode("utf-8")
 
 
-def translator(script: Script, **options: object) -> tuple[GreedyTranslator, ScriptedBackend]:
-    backend = ScriptedBackend(script)
+def translator(script: Script, n_slots: int = 1, **options: object) -> tuple[GreedyTranslator, ScriptedBackend]:
+    backend = ScriptedBackend(script, n_slots)
     return GreedyTranslator(backend, Options(**options)), backend  # type: ignore[arg-type]
 
 
@@ -249,3 +266,98 @@ def test_a_draft_is_kept_only_as_far_as_greedy_decoding_agrees() -> None:
     assert b"~" not in bytes(backend.cache), "the draft's rest left the cache"
     other = t.translate("Good evening, world", EN, DE, stream_key=4)
     assert other.text == "Guten Abend, Welt" and other.n_draft_tokens == 0, "another stream has its own drafts"
+
+
+# several streams ------------------------------------------------------------------------------------
+
+
+class GatedBackend(ScriptedBackend):
+    """Holds its first evaluate until `gate` is set, so requests can pile up behind it."""
+
+    def __init__(self, script: Script, n_slots: int) -> None:
+        super().__init__(script, n_slots)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
+        self.entered.set()
+        assert self.gate.wait(timeout=60), "the test never opened the gate"
+        return super().evaluate(work)
+
+
+def by_source(prompt: bytes, batch_starts: list[int]) -> bytes:
+    """Answers the upper-cased source."""
+    source = prompt.split(b"\n\n", 1)[1].split(b"<|im_end|>")[0]
+    return source.upper()
+
+
+def test_requests_in_flight_at_once_are_decoded_in_one_batch_each_step() -> None:
+    backend = GatedBackend(by_source, n_slots=3)
+    t = GreedyTranslator(backend, Options())  # type: ignore[arg-type]
+    results: dict[int, object] = {}
+
+    def ask(key: int, text: str) -> None:
+        results[key] = t.translate(text, EN, DE, stream_key=key)
+
+    threads = [threading.Thread(target=ask, args=(1, "good morning"))]
+    threads[0].start()
+    assert backend.entered.wait(timeout=60)
+    for key, text in ((2, "hello there"), (3, "bye")):
+        threads.append(threading.Thread(target=ask, args=(key, text)))
+        threads[-1].start()
+    wait_until(lambda: t._requests.qsize() == 2)
+    backend.gate.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert {k: r.text for k, r in results.items()} == {1: "GOOD MORNING", 2: "HELLO THERE", 3: "BYE"}
+    shared = [call for call in backend.calls if len(call) == 3]
+    assert len(shared) == len("BYE"), "each step of the three ran as one batch until the shortest was done"
+    assert {item.slot for item in shared[0]} == {0, 1, 2}
+
+
+def test_a_stream_finds_its_own_prompt_cached_after_others_asked() -> None:
+    t, backend = translator(by_source, n_slots=2)
+    t.translate("the museum opens", EN, DE, stream_key=7)
+    t.translate("bonjour", EN, DE, stream_key=8)  # another stream, another slot
+    grown = t.translate("the museum opens at nine", EN, DE, stream_key=7)
+    assert grown.text == "THE MUSEUM OPENS AT NINE"
+    assert grown.n_prefill_tokens == len(" at nine") + len(chat_prompt("", EN, DE).tail.encode())
+    t.translate("hola", EN, DE, stream_key=9)  # a third stream takes the least recently used slot (8's)
+    again = t.translate("bonjour tout le monde", EN, DE, stream_key=8)
+    assert again.n_prefill_tokens == again.n_prompt_tokens - n_head_tokens(), "8's slot went to 9"
+
+
+def test_more_requests_than_slots_all_get_their_answers() -> None:
+    t, _ = translator(by_source, n_slots=2)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        texts = [f"request number {i}" for i in range(12)]
+        answers = list(pool.map(lambda item: t.translate(item[1], EN, DE, stream_key=item[0] % 5), enumerate(texts)))
+    assert [a.text for a in answers] == [text.upper() for text in texts]
+
+
+class FailingBackend(ScriptedBackend):
+    def __init__(self, script: Script, fail_on_call: int) -> None:
+        super().__init__(script, 1)
+        self.fail_on_call = fail_on_call
+
+    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
+        if len(self.calls) == self.fail_on_call:
+            self.calls.append(list(work))
+            raise RuntimeError("the model failed")
+        return super().evaluate(work)
+
+
+def test_a_failed_batch_fails_its_requests_and_the_next_request_is_served() -> None:
+    backend = FailingBackend(says("Ja"), fail_on_call=3)  # head, rest of the prompt, a step, then this
+    t = GreedyTranslator(backend, Options())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="the model failed"):
+        t.translate("Yes", EN, DE, stream_key=1, max_new_tokens=8)
+    after = t.translate("Yes", EN, DE, stream_key=1)
+    assert after.text == "Ja" and after.n_prefill_tokens == after.n_prompt_tokens, "the slot started afresh"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)

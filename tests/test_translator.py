@@ -57,9 +57,10 @@ def test_a_stream_reuses_its_own_growing_source(translator):
     key = object()
     translator.translate(" ".join(words[:6]), EN, DE, stream_key=key)
     grown = translator.translate(" ".join(words[:9]), EN, DE, stream_key=key)
+    translator.translate(" ".join(words[:3]), EN, DE)  # a request without a stream: a slot of its own
     fresh = translator.translate(" ".join(words[:9]), EN, DE)
     assert grown.n_prefill_tokens < fresh.n_prefill_tokens
-    assert fresh.n_prefill_tokens < fresh.n_prompt_tokens  # the prompt head stayed cached
+    assert fresh.n_prefill_tokens < fresh.n_prompt_tokens  # that slot kept the prompt head
 
 
 @models

@@ -287,12 +287,13 @@ class SegmentedSession(ABC):
 
     # helpers for modes ----------------------------------------------------------------------------
 
-    def transcribe(self, start_ms: int, end_ms: int) -> tuple[Word, ...]:
-        """The recogniser's punctuated words for the audio between two stream times."""
+    def transcribe(self, start_ms: int, end_ms: int, prefix: str = "") -> tuple[Word, ...]:
+        """The recogniser's punctuated words for the audio between two stream times; `prefix`: the
+        words the audio is known to start with (see `SpeechEncoder.transcribe`)."""
         audio = self._buffer.slice_ms(start_ms, end_ms)
         prompt = self._context if self.options.context_prompt else ""
         with span("transcribe"):
-            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt)
+            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt, prefix)
             return self.components.punctuator.punctuate(transcript.words, self.source.code)
 
     def translate(

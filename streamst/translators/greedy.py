@@ -1,32 +1,45 @@
-"""The greedy decoding loop every translator backend shares, over a small `DecoderBackend`.
+"""The greedy decoding every translator backend shares, over a small `DecoderBackend`.
 
-A backend (llama.cpp, transformers) only evaluates tokens into its KV cache and hands back the
-last logits; prompt planning, canonical prefill, stream prefix reuse, argmax with log-probs,
+A backend (llama.cpp, transformers) only evaluates tokens into its KV caches and hands back
+logits; prompt planning, canonical prefill, stream prefix reuse, drafts, argmax with log-probs,
 stop tokens, the loop guard and the UTF-8 hold-back all live here, once.
 
-Prefill is canonical, so a request's output never depends on what other requests left in the
-KV cache: the prompt head (fixed per language pair) is always evaluated as its own batch and kept
-across requests; the rest is evaluated after it. A request that continues the previous request of
-the same stream (same `stream_key`) also reuses the source tokens they share, so a growing source
-costs only its new tokens (reported as `n_prefill_tokens`), and its last answer is the draft that
-the new answer is checked against in one batch (reported as `n_draft_tokens`)."""
+All sessions' requests go to one decoding thread, which alone drives the backend (one model call
+at a time, within the process's thread budget, `streamst.cores`). A backend may hold several KV
+caches ("slots"; llama.cpp's sequences), one per stream: a stream's next request then finds its
+own prompt still cached however many other streams asked in between, and the decode steps of
+all requests in flight run as one batch (continuous batching: a request joins at the next step
+and leaves when it is done). A backend with one slot serves one request at a time.
+
+Prefill is canonical, so a request's output never depends on what other requests left in its
+slot: the prompt head (fixed per language pair) is always evaluated as its own batch and kept
+across requests; the rest is evaluated after it. A request of the same stream (same
+`stream_key`) also reuses the source tokens its previous request shared, so a growing source
+costs only its new tokens (`n_prefill_tokens`), and its last answer is the draft the new answer
+is checked against in one batch (`n_draft_tokens`): a stream's source usually grew by a word and
+its greedy answer mostly repeats the last one, so most tokens cost a share of one batch instead
+of a decoding step each (speculative decoding with the last answer as the draft). The output is
+greedy decoding's either way."""
 
 from __future__ import annotations
 
 import codecs
+import itertools
 import logging
+import queue
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from streamst.languages import Language
-from streamst.profiling import locked, span
+from streamst.profiling import record
 from streamst.translators.base import Translator
 from streamst.translators.decoding import (
     PromptTokens,
@@ -36,16 +49,32 @@ from streamst.translators.decoding import (
     logsumexp,
     plan_prompt,
 )
-from streamst.translators.prompt import PromptStyle, chat_prompt
+from streamst.translators.prompt import PromptParts, PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
 
 log = logging.getLogger("streamst.translators")
 
+MAX_REMEMBERED_STREAMS = 256  # streams whose last answer is kept for drafts (oldest forgotten first)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Tokens to append to one slot's cache, in a batch with other slots' work."""
+
+    slot: int
+    token_ids: Sequence[int]  # at least one
+    all_logits: bool = False  # the logits after every token, not only after the last
+
 
 class DecoderBackend(ABC):
-    """A causal language model with one KV cache, driven one batch of tokens at a time.
+    """A causal language model with `n_slots` KV caches, driven one batch at a time.
 
-    Not thread-safe: `GreedyTranslator` calls it under its lock."""
+    Not thread-safe: `GreedyTranslator`'s decoding thread alone calls it."""
+
+    @property
+    def n_slots(self) -> int:
+        """KV caches held at once (streams whose prompts stay cached; requests decoded together)."""
+        return 1
 
     @property
     @abstractmethod
@@ -58,33 +87,21 @@ class DecoderBackend(ABC):
         special tokens (else they stay plain text). Empty text gives []."""
 
     @abstractmethod
-    def cached_tokens(self) -> Sequence[int]:
-        """The token ids whose keys and values the KV cache holds, in order."""
+    def cached_tokens(self, slot: int) -> Sequence[int]:
+        """The token ids whose keys and values the slot's cache holds, in order."""
 
     @abstractmethod
-    def keep(self, n_tokens: int) -> None:
-        """Keeps only the first `n_tokens` cached tokens (at most as many as are cached);
-        0 empties the cache."""
+    def keep(self, slot: int, n_tokens: int) -> None:
+        """Keeps only the first `n_tokens` cached tokens of the slot (at most as many as are
+        cached); 0 empties it."""
 
     @abstractmethod
-    def evaluate(self, token_ids: Sequence[int]) -> None:
-        """Runs `token_ids` (at least one) as one batch after the cached tokens, appending them to
-        the cache. A backend that must split a batch (a batch size limit) splits it the same way
+    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
+        """Runs the items (each for another slot) as one batch, appending their tokens to their
+        slots' caches. Returns per item the logits after its last token, (n_vocab,) float32, or
+        with `all_logits` after each of its tokens, (len(token_ids), n_vocab); the arrays stay
+        valid. A backend that must split a batch (a batch size limit) splits it the same way
         every time."""
-
-    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Like `evaluate`, but returns the logits after every token: (len(token_ids), n_vocab).
-        A backend that can evaluate a batch with all its logits overrides this."""
-        rows = []
-        for token_id in token_ids:
-            self.evaluate([token_id])
-            rows.append(self.last_logits().copy())
-        return np.stack(rows)
-
-    @abstractmethod
-    def last_logits(self) -> np.ndarray:
-        """The logits after the last evaluated token: (n_vocab,) float32, valid until the next
-        `evaluate` or `keep`."""
 
     @abstractmethod
     def token_bytes(self, token_id: int) -> bytes:
@@ -111,7 +128,7 @@ class DecodingOptions(Protocol):
 class Decoded:
     steps: tuple[TokenStep, ...]
     finished: bool  # a stop token ended it (not the cap, not the loop guard)
-    n_draft_tokens: int = 0  # steps taken from the draft (checked in one batch, not one by one)
+    n_draft_tokens: int = 0  # steps checked in the draft's batch instead of decoded one by one
 
 
 @dataclass(frozen=True)
@@ -122,23 +139,36 @@ class _Answer:
     steps: tuple[TokenStep, ...]
 
 
-MAX_REMEMBERED_STREAMS = 256  # streams whose last answer is kept for drafts (oldest forgotten first)
+@dataclass
+class _Request:
+    parts: PromptParts
+    max_new_tokens: int | None
+    committed: str
+    stream_key: object | None
+    submitted_s: float = field(default_factory=time.perf_counter)
+    done: threading.Event = field(default_factory=threading.Event)
+    translation: Translation | None = None
+    error: BaseException | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wait, prefill, decode
+
+    def answer(self, translation: Translation | None = None, error: BaseException | None = None) -> None:
+        """Hands the result to the waiting caller. The stream key is let go (it may be a session
+        object, which must not outlive its session in the decoding thread's hands)."""
+        self.translation, self.error = translation, error
+        self.stream_key = None
+        self.done.set()
 
 
 class GreedyTranslator(Translator):
-    """Greedy translation over one backend, shared by all sessions; requests are serialised.
-
-    A stream's next request usually re-translates a source that grew by a word, and its greedy
-    answer mostly repeats the last one. So the last answer of each stream (`stream_key`, an int
-    or str) is the draft of its next request: the draft is checked against the model in one batch
-    and kept up to the first token greedy decoding would not have chosen (speculative decoding
-    with the previous answer as the draft model). The output is greedy decoding's either way."""
+    """Greedy translation over one backend, shared by all sessions (see the module's text)."""
 
     def __init__(self, backend: DecoderBackend, options: DecodingOptions) -> None:
         self.backend = backend
         self.options = options
-        self._lock = threading.Lock()
-        self._last_stream_key = hold_key(None)
+        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._slots = _Slots(backend.n_slots)
         self._answers: OrderedDict[int | str, _Answer] = OrderedDict()
 
     def translate(
@@ -150,33 +180,122 @@ class GreedyTranslator(Translator):
         max_new_tokens: int | None = None,
         stream_key: object | None = None,
     ) -> Translation:
-        o = self.options
-        parts = chat_prompt(source_text, source, target, committed, o.style)
-        with locked(self._lock, "translator.wait"):
-            tokenize = self.backend.tokenize
-            prompt = plan_prompt(
-                tokenize, parts, max_new_tokens, o.min_new_tokens_cap, o.new_tokens_per_source_token, o.n_ctx
+        parts = chat_prompt(source_text, source, target, committed, self.options.style)
+        request = _Request(parts, max_new_tokens, committed, stream_key)
+        self._ensure_thread()
+        self._requests.put(request)
+        request.done.wait()
+        for name, seconds in request.seconds.items():
+            record(name, seconds)
+        if request.error is not None:
+            raise request.error
+        assert request.translation is not None
+        return request.translation
+
+    # the decoding thread ---------------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="streamst-translator", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        active: list[_Decoding] = []
+        waiting: list[_Request] = []
+        while True:
+            try:
+                if not active and not waiting:
+                    waiting.append(self._requests.get())
+                while True:
+                    waiting.append(self._requests.get_nowait())
+            except queue.Empty:
+                pass
+            while waiting and self._slots.n_free:
+                decoding = self._start(waiting.pop(0))
+                if decoding is not None:
+                    active.append(decoding)
+            active = self._step(active)
+
+    def _start(self, request: _Request) -> _Decoding | None:
+        """Plans, places and prefills a request: its decoding, or None if it failed."""
+        started_s = time.perf_counter()
+        request.seconds["translator.wait"] = started_s - request.submitted_s
+        slot = -1
+        try:
+            o = self.options
+            prompt = plan_prompt(self.backend.tokenize, request.parts, request.max_new_tokens,
+                                 o.min_new_tokens_cap, o.new_tokens_per_source_token, o.n_ctx)  # fmt: skip
+            slot, own = self._slots.take(
+                request.stream_key, lambda i: common_prefix_length(self.backend.cached_tokens(i), prompt.tokens)
             )
-            reuse_source = stream_key is not None and stream_key == self._last_stream_key()
-            with span("translator.prefill"):
-                n_prefill = prefill(self.backend, prompt, reuse_source)
-            self._last_stream_key = hold_key(stream_key)
-            draft = self._draft(stream_key, committed)
-            with span("translator.decode"):
-                decoded = decode(self.backend, prompt.max_new_tokens, draft)
-            self._remember(stream_key, committed, decoded.steps)
-        return Translation(
-            text="".join(s.text for s in decoded.steps),
-            tokens=decoded.steps,
-            n_prompt_tokens=len(prompt.tokens),
-            n_prefill_tokens=n_prefill,
-            finished=decoded.finished,
-            n_draft_tokens=decoded.n_draft_tokens,
+            n_prefill, logits = prefill(self.backend, slot, prompt, reuse_source=own)
+        except Exception as e:  # noqa: BLE001 - the caller gets it; the thread serves the next
+            if slot >= 0:
+                self._reset(slot)
+            request.answer(error=e)
+            return None
+        decoding = _Decoding(self.backend, slot, prompt, self._draft(request), logits)
+        decoding.request, decoding.n_prefill = request, n_prefill
+        request.seconds["translator.prefill"] = time.perf_counter() - started_s
+        return decoding
+
+    def _step(self, active: list[_Decoding]) -> list[_Decoding]:
+        """One decoding step of every request in flight, as one batch; returns those not done."""
+        work: list[Work] = []
+        running: list[_Decoding] = []
+        for decoding in active:
+            item = decoding.next_work()
+            if item is None:
+                self._finish(decoding)
+            else:
+                work.append(item)
+                running.append(decoding)
+        if not work:
+            return []
+        try:
+            results = self.backend.evaluate(work)
+        except Exception as e:  # noqa: BLE001 - every request in the batch fails; the thread goes on
+            log.warning("translator batch of %d request(s) failed: %s", len(running), e)
+            for decoding in running:
+                self._reset(decoding.slot)
+                decoding.request.answer(error=e)
+            return []
+        for decoding, logits in zip(running, results, strict=True):
+            decoding.take(logits)
+        return running
+
+    def _finish(self, decoding: _Decoding) -> None:
+        request = decoding.request
+        decoded = decoding.decoded()
+        self._slots.release(decoding.slot)
+        self._remember(request, decoded.steps)
+        request.seconds["translator.decode"] = time.perf_counter() - decoding.started_s
+        request.answer(
+            Translation(
+                text="".join(s.text for s in decoded.steps),
+                tokens=decoded.steps,
+                n_prompt_tokens=len(decoding.prompt.tokens),
+                n_prefill_tokens=decoding.n_prefill,
+                finished=decoded.finished,
+                n_draft_tokens=decoded.n_draft_tokens,
+            )
         )
 
-    def _draft(self, stream_key: object | None, committed: str) -> list[int]:
+    def _reset(self, slot: int) -> None:
+        """A slot whose cache a failed evaluate may have left half-updated starts empty."""
+        self._slots.release(slot, forget=True)
+        try:
+            self.backend.keep(slot, 0)
+        except Exception:  # noqa: BLE001 - already failing; the next prefill starts from nothing anyway
+            log.debug("could not empty translator slot %d", slot, exc_info=True)
+
+    # drafts ------------------------------------------------------------------------------------
+
+    def _draft(self, request: _Request) -> list[int]:
         """The stream's last answer after `committed`, as token ids; [] if it does not continue it."""
-        answer = self._answers.get(stream_key) if isinstance(stream_key, int | str) else None
+        key, committed = request.stream_key, request.committed
+        answer = self._answers.get(key) if isinstance(key, int | str) else None
         if answer is None:
             return []
         full = answer.committed + "".join(s.text for s in answer.steps)
@@ -190,13 +309,52 @@ class GreedyTranslator(Translator):
         # `committed` ends inside a token: the rest as the tokenizer splits it.
         return self.backend.tokenize(full[len(committed) :], False)
 
-    def _remember(self, stream_key: object | None, committed: str, steps: tuple[TokenStep, ...]) -> None:
-        if not isinstance(stream_key, int | str):
+    def _remember(self, request: _Request, steps: tuple[TokenStep, ...]) -> None:
+        key = request.stream_key
+        if not isinstance(key, int | str):
             return
-        self._answers[stream_key] = _Answer(committed, steps)
-        self._answers.move_to_end(stream_key)
+        self._answers[key] = _Answer(request.committed, steps)
+        self._answers.move_to_end(key)
         while len(self._answers) > MAX_REMEMBERED_STREAMS:
             self._answers.popitem(last=False)
+
+
+class _Slots:
+    """Which stream's prompt each KV cache holds, and which caches a request is using."""
+
+    def __init__(self, n_slots: int) -> None:
+        self._owners: list[Callable[[], object | None]] = [hold_key(None)] * n_slots
+        self._last_used = [0] * n_slots
+        self._busy = [False] * n_slots
+        self._clock = itertools.count(1)
+
+    @property
+    def n_free(self) -> int:
+        return self._busy.count(False)
+
+    def take(self, stream_key: object | None, shared: Callable[[int], int]) -> tuple[int, bool]:
+        """A free slot for the stream: its own if free (True: it holds the stream's last prompt);
+        else, among free slots no live stream holds, the one sharing most tokens with the prompt
+        (`shared(slot)`; the head of the same language pair, say); else the least recently used.
+        Needs `n_free` > 0."""
+        free = [i for i, busy in enumerate(self._busy) if not busy]
+        own = [i for i in free if stream_key is not None and self._owners[i]() == stream_key]
+        unheld = [i for i in free if self._owners[i]() is None]
+        if own:
+            slot = own[0]
+        elif unheld:
+            slot = max(unheld, key=lambda i: (shared(i), -self._last_used[i]))
+        else:
+            slot = min(free, key=lambda i: self._last_used[i])
+        self._owners[slot] = hold_key(stream_key)
+        self._busy[slot] = True
+        self._last_used[slot] = next(self._clock)
+        return slot, bool(own)
+
+    def release(self, slot: int, forget: bool = False) -> None:
+        self._busy[slot] = False
+        if forget:
+            self._owners[slot] = hold_key(None)
 
 
 def hold_key(key: object | None) -> Callable[[], object | None]:
@@ -208,66 +366,96 @@ def hold_key(key: object | None) -> Callable[[], object | None]:
         return lambda: key
 
 
-def prefill(backend: DecoderBackend, prompt: PromptTokens, reuse_source: bool) -> int:
-    """Evaluates what the cache does not already hold, the head always as its own batch; returns
-    how many tokens that was. At least the last token is evaluated, for its logits."""
+def prefill(backend: DecoderBackend, slot: int, prompt: PromptTokens, reuse_source: bool) -> tuple[int, np.ndarray]:
+    """Evaluates what the slot does not already hold, the head always as its own batch; returns
+    how many tokens were evaluated and the logits after the prompt. At least the last token is
+    evaluated, for its logits. `reuse_source`: the slot holds this stream's last prompt, so the
+    source tokens they share are kept too."""
     tokens, n_head = prompt.tokens, prompt.n_head
-    n_common = common_prefix_length(backend.cached_tokens(), tokens)
+    n_common = common_prefix_length(backend.cached_tokens(slot), tokens)
     n_evaluated = 0
     if n_common < n_head:
-        backend.keep(0)
-        backend.evaluate(tokens[:n_head])
+        backend.keep(slot, 0)
+        backend.evaluate([Work(slot, tokens[:n_head])])
         n_evaluated, n_keep = n_head, n_head
     else:
         n_keep = n_common if reuse_source else n_head
     n_keep = min(n_keep, len(tokens) - 1)
-    backend.keep(n_keep)
-    backend.evaluate(tokens[n_keep:])
-    return n_evaluated + len(tokens) - n_keep
+    backend.keep(slot, n_keep)
+    logits = backend.evaluate([Work(slot, tokens[n_keep:])])[0]
+    return n_evaluated + len(tokens) - n_keep, logits
 
 
-def decode(backend: DecoderBackend, max_new_tokens: int, draft: Sequence[int] = ()) -> Decoded:
-    """Greedy decoding after `prefill`; each step's text holds back bytes of a character split
-    across tokens, and whatever is still held at the end goes to the last step.
+class _Decoding:
+    """One request's greedy decoding, a step at a time: `next_work` chooses a token from the
+    current logits and says what the backend must evaluate next (None: done); `take` hands back
+    the logits it gave. Each step's text holds back bytes of a character split across tokens,
+    and whatever is still held at the end goes to the last step.
 
-    `draft`: the tokens greedy decoding is expected to choose. Once the first chosen token equals
-    the draft's first, the whole draft is evaluated in one batch; its logits choose the next
-    tokens for as long as the choices equal the draft, and at the first difference the draft's
-    rest is dropped from the cache and decoding goes on one token at a time."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    steps: list[TokenStep] = []
-    ids: list[int] = []
-    finished = False
-    n_base = len(backend.cached_tokens())
-    draft = list(draft[:max_new_tokens])
-    draft_logits: np.ndarray | None = None  # after each draft token, once the draft is evaluated
-    n_draft = 0
-    logits = backend.last_logits()
-    while len(steps) < max_new_tokens:
-        token_id = int(np.argmax(logits))
-        if token_id in backend.stop_ids:
-            finished = True
-            break
-        logprob = float(logits[token_id] - logsumexp(logits))
-        text = decoder.decode(backend.token_bytes(token_id))
-        position = len(steps)
-        steps.append(TokenStep(token_id, text, logprob))
-        ids.append(token_id)
-        if is_looping(ids):
-            log.info("translation fell into a loop after %d tokens; cut", len(ids))
-            break
-        if len(steps) == max_new_tokens:
-            break
-        if position == 0 and len(draft) > 1 and draft[0] == token_id:
-            with span("translator.verify"):
-                draft_logits = backend.evaluate_all(draft)
-        if draft_logits is not None:
-            if position < len(draft) and draft[position] == token_id:
-                logits = draft_logits[position]  # the cache already holds this token
-                n_draft += 1
-                continue
-            backend.keep(n_base + position)  # the draft's rest was not chosen
-            draft_logits = None
-        backend.evaluate([token_id])
-        logits = backend.last_logits()
-    return Decoded(tuple(flush_pending(steps, decoder)), finished, n_draft)
+    The draft: once the first chosen token equals the draft's first, the whole draft is evaluated
+    in one batch; its logits choose the next tokens for as long as the choices equal the draft,
+    and at the first difference the draft's rest is dropped from the cache and decoding goes on
+    one token at a time."""
+
+    request: _Request
+    n_prefill: int = 0
+
+    def __init__(
+        self, backend: DecoderBackend, slot: int, prompt: PromptTokens, draft: Sequence[int], logits: np.ndarray
+    ) -> None:
+        self.backend = backend
+        self.slot = slot
+        self.prompt = prompt
+        self.started_s = time.perf_counter()
+        self._max_new_tokens = prompt.max_new_tokens
+        self._draft = list(draft[: prompt.max_new_tokens])
+        self._draft_logits: np.ndarray | None = None  # after each draft token, once evaluated
+        self._awaiting_draft = False
+        self._n_base = len(prompt.tokens)
+        self._logits = logits
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._steps: list[TokenStep] = []
+        self._ids: list[int] = []
+        self._finished = False
+        self._n_draft = 0
+
+    def next_work(self) -> Work | None:
+        while len(self._steps) < self._max_new_tokens:
+            logits = self._logits
+            token_id = int(np.argmax(logits))
+            if token_id in self.backend.stop_ids:
+                self._finished = True
+                return None
+            logprob = float(logits[token_id] - logsumexp(logits))
+            self._steps.append(TokenStep(token_id, self._utf8.decode(self.backend.token_bytes(token_id)), logprob))
+            self._ids.append(token_id)
+            if is_looping(self._ids):
+                log.info("translation fell into a loop after %d tokens; cut", len(self._ids))
+                return None
+            if len(self._steps) == self._max_new_tokens:
+                return None
+            position = len(self._steps) - 1
+            if position == 0 and len(self._draft) > 1 and self._draft[0] == token_id:
+                self._awaiting_draft = True
+                return Work(self.slot, self._draft, all_logits=True)
+            if self._draft_logits is not None:
+                if position < len(self._draft) and self._draft[position] == token_id:
+                    self._logits = self._draft_logits[position]  # the cache already holds this token
+                    self._n_draft += 1
+                    continue
+                self.backend.keep(self.slot, self._n_base + position)  # the draft's rest was not chosen
+                self._draft_logits = None
+            return Work(self.slot, [token_id])
+        return None
+
+    def take(self, logits: np.ndarray) -> None:
+        if self._awaiting_draft:
+            self._awaiting_draft = False
+            self._draft_logits = logits
+            self._logits = logits[0]
+            self._n_draft = 1
+        else:
+            self._logits = logits
+
+    def decoded(self) -> Decoded:
+        return Decoded(tuple(flush_pending(self._steps, self._utf8)), self._finished, self._n_draft)

@@ -1,10 +1,12 @@
 """Qwen (or any ChatML decoder) in GGUF through llama-cpp-python: greedy, with token log-probs.
 
 One model is loaded once and shared; `GreedyTranslator` drives it (canonical prefill, stream
-prefix reuse, requests serialised by a lock). This module only evaluates tokens in llama.cpp."""
+prefix reuse, drafts, continuous batching). This module only evaluates tokens in llama.cpp: one
+context whose `n_streams` sequences are the slots, each with `n_ctx` KV cells of its own."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from streamst.errors import ModelError, OptionsError
-from streamst.translators.greedy import DecoderBackend, GreedyTranslator
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator, Work
 from streamst.translators.prompt import IM_END, PromptStyle
 
 INSTALL = "pip install llama-cpp-python==0.3.36"
@@ -20,8 +22,9 @@ INSTALL = "pip install llama-cpp-python==0.3.36"
 
 @dataclass(frozen=True)
 class LlamaOptions:
-    n_ctx: int = 2048  # context window in tokens (prompt + translation)
-    n_batch: int = 256  # prompt tokens evaluated per batch
+    n_ctx: int = 2048  # context window in tokens per stream (prompt + translation)
+    n_batch: int = 256  # tokens evaluated per llama.cpp batch
+    n_streams: int = 8  # streams whose prompts stay cached, decoded together (KV cache: n_ctx each)
     min_new_tokens_cap: int = 32  # the cap on new tokens is at least this ...
     new_tokens_per_source_token: float = 2.5  # ... or this many per source token
     style: PromptStyle = field(default_factory=PromptStyle)
@@ -29,6 +32,8 @@ class LlamaOptions:
     def __post_init__(self) -> None:
         if self.n_ctx < 256:
             raise OptionsError(f"n_ctx must be at least 256 tokens, got {self.n_ctx}")
+        if self.n_streams < 1:
+            raise OptionsError(f"n_streams must be at least 1, got {self.n_streams}")
 
 
 class LlamaCppTranslator(GreedyTranslator):
@@ -41,30 +46,52 @@ class LlamaCppTranslator(GreedyTranslator):
 
 
 class LlamaCppBackend(DecoderBackend):
-    """llama.cpp's context: its KV cache holds `input_ids[:n_tokens]`."""
+    """llama.cpp's model with a context of `n_streams` sequences: slot i is sequence i."""
 
     def __init__(self, model_path: Path, options: LlamaOptions, n_threads: int) -> None:
         if n_threads < 1:
             raise OptionsError(f"n_threads must be at least 1, got {n_threads}")
         try:
+            import llama_cpp
             from llama_cpp import Llama
+            from llama_cpp._internals import LlamaBatch, LlamaContext
         except ImportError as e:
             raise ModelError(f"the llama.cpp translator needs llama-cpp-python: {INSTALL}") from e
         try:
+            # The Llama object holds the model and the tokenizer; its own context stays small.
             self._llm = Llama(
                 model_path=str(model_path),
-                n_ctx=options.n_ctx,
+                n_ctx=256,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
                 n_batch=options.n_batch,
-                logits_all=False,
                 seed=0,
                 verbose=False,
             )
+            params = type(self._llm.context_params).from_buffer_copy(self._llm.context_params)
+            params.n_ctx = options.n_ctx * options.n_streams
+            params.n_batch = params.n_ubatch = options.n_batch
+            params.n_seq_max = options.n_streams
+            params.kv_unified = False  # each sequence its own n_ctx cells, as one context of its own would have
+            stack = self._llm._stack
+            context = LlamaContext(model=self._llm._model, params=params, verbose=False)
+            self._ctx = stack.enter_context(contextlib.closing(context))
+            self._batch = stack.enter_context(
+                contextlib.closing(LlamaBatch(n_tokens=options.n_batch, embd=0, n_seq_max=1, verbose=False))
+            )
         except Exception as e:
             raise ModelError(f"cannot load the translator model {model_path} with llama.cpp: {e}") from e
+        self._get_logits_ith = llama_cpp.llama_get_logits_ith
+        self._n_batch = options.n_batch
+        self._n_ctx = options.n_ctx
+        self._n_streams = options.n_streams
         self._n_vocab = self._llm.n_vocab()
+        self._cached: list[list[int]] = [[] for _ in range(options.n_streams)]
         self._stop_ids = frozenset({self._llm.token_eos(), *self.tokenize(IM_END, special=True)})
+
+    @property
+    def n_slots(self) -> int:
+        return self._n_streams
 
     @property
     def stop_ids(self) -> frozenset[int]:
@@ -73,33 +100,46 @@ class LlamaCppBackend(DecoderBackend):
     def tokenize(self, text: str, special: bool) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special) if text else []
 
-    def cached_tokens(self) -> Sequence[int]:
-        return self._llm.input_ids[: self._llm.n_tokens]
+    def cached_tokens(self, slot: int) -> Sequence[int]:
+        return self._cached[slot]
 
-    def keep(self, n_tokens: int) -> None:
-        self._llm.n_tokens = n_tokens  # the next eval drops the rest from the KV cache
+    def keep(self, slot: int, n_tokens: int) -> None:
+        del self._cached[slot][n_tokens:]
+        self._ctx.kv_cache_seq_rm(slot, n_tokens, -1)
 
-    def evaluate(self, token_ids: Sequence[int]) -> None:
-        self._llm.eval(token_ids)  # in batches of n_batch tokens
-
-    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
-        """`evaluate` with every token's logits: llama.cpp's batch marks each token as an output."""
-        llm = self._llm
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-        rows = np.empty((len(token_ids), self._n_vocab), dtype=np.float32)
-        for start in range(0, len(token_ids), llm.n_batch):
-            batch = list(token_ids[start : start + llm.n_batch])
-            n_past = llm.n_tokens
-            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[n_past : n_past + len(batch)] = batch
-            llm.n_tokens += len(batch)
-            for i in range(len(batch)):
-                rows[start + i] = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(self._n_vocab,))
-        return rows
-
-    def last_logits(self) -> np.ndarray:
-        return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
+        """Every item's tokens in one list of rows (positions after the slot's cache), cut into
+        llama.cpp batches of `n_batch` rows; the logits of the rows that need them are copied out."""
+        rows: list[tuple[int, int, int, int, bool]] = []  # (item, slot, token, position, logits)
+        for index, item in enumerate(work):
+            n_cached = len(self._cached[item.slot])
+            if n_cached + len(item.token_ids) > self._n_ctx:
+                raise OptionsError(f"a translator stream holds at most {self._n_ctx} tokens; raise n_ctx")
+            last = len(item.token_ids) - 1
+            rows += [
+                (index, item.slot, token, n_cached + i, item.all_logits or i == last)
+                for i, token in enumerate(item.token_ids)
+            ]
+        out = [np.empty((len(w.token_ids) if w.all_logits else 1, self._n_vocab), dtype=np.float32) for w in work]
+        filled = [0] * len(work)
+        for start in range(0, len(rows), self._n_batch):
+            chunk = rows[start : start + self._n_batch]
+            batch = self._batch.batch
+            batch.n_tokens = len(chunk)
+            for i, (_, slot, token, position, logits) in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = position
+                batch.seq_id[i][0] = slot
+                batch.n_seq_id[i] = 1
+                batch.logits[i] = logits
+            self._ctx.decode(self._batch)
+            for i, (index, _, token, position, logits) in enumerate(chunk):
+                self._cached[work[index].slot].append(token)
+                if logits:
+                    pointer = self._get_logits_ith(self._ctx.ctx, i)
+                    out[index][filled[index]] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+                    filled[index] += 1
+        return [o if item.all_logits else o[0] for o, item in zip(out, work, strict=True)]
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._llm.detokenize([token_id], special=False)

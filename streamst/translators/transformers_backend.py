@@ -1,8 +1,9 @@
 """Qwen (or any ChatML causal LM) through Hugging Face transformers on PyTorch, for GPU deployments.
 
 The same contract as the llama.cpp backend, through the same `GreedyTranslator` (greedy steps with
-log-probs, UTF-8 hold-back, loop guard, canonical prefill, stream prefix reuse); this module only
-evaluates tokens with a `DynamicCache`. bfloat16 on CUDA, float32 on the CPU, unless told otherwise.
+log-probs, UTF-8 hold-back, loop guard, canonical prefill, stream prefix reuse, drafts); this module
+only evaluates tokens with one `DynamicCache` (one slot: one request at a time). bfloat16 on CUDA,
+float32 on the CPU, unless told otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamst.errors import ModelError, OptionsError
-from streamst.translators.greedy import DecoderBackend, GreedyTranslator
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator, Work
 from streamst.translators.prompt import IM_END, PromptStyle
 
 log = logging.getLogger("streamst.translators.transformers")
@@ -77,7 +78,6 @@ class TransformersBackend(DecoderBackend):
         self._token_bytes = TokenBytes(self.tokenizer)
         self._cache: Any = None  # created by the first evaluate after the cache was emptied
         self._cached_ids: list[int] = []  # the tokens whose keys and values the cache holds
-        self._logits: Any = None  # the last evaluated batch's, (n_tokens, n_vocab) on the device
         log.info("translator %s on %s (%s)", model_dir, self.device, str(self.dtype).removeprefix("torch."))
 
     @property
@@ -89,10 +89,10 @@ class TransformersBackend(DecoderBackend):
             return []
         return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
 
-    def cached_tokens(self) -> Sequence[int]:
+    def cached_tokens(self, slot: int) -> Sequence[int]:
         return self._cached_ids
 
-    def keep(self, n_tokens: int) -> None:
+    def keep(self, slot: int, n_tokens: int) -> None:
         if n_tokens == 0:
             self._cache, self._cached_ids = None, []
             return
@@ -104,34 +104,27 @@ class TransformersBackend(DecoderBackend):
                 self._cache.crop(-n_remove)  # a negative count removes tokens in transformers 4.x and 5.x alike
             self._cached_ids = self._cached_ids[:n_tokens]
 
-    def evaluate(self, token_ids: Sequence[int]) -> None:
+    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
+        """One slot: the items (at most one per batch from the translator) run one after another."""
+        return [self._forward(item) for item in work]
+
+    def _forward(self, item: Work) -> np.ndarray:
         import torch
 
         if self._cache is None:
             self._cache = self._new_cache()
         try:
             with torch.inference_mode():
-                input_ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
+                input_ids = torch.tensor([list(item.token_ids)], dtype=torch.long, device=self.device)
                 out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+                logits = out.logits[0] if item.all_logits else out.logits[0, -1]
+                result = logits.float().cpu().numpy()
         except Exception:
             self._cache, self._cached_ids = None, []  # the forward pass may have half-updated the cache
             raise
         self._cache = out.past_key_values
-        self._cached_ids = self._cached_ids + list(token_ids)
-        self._logits = out.logits[0]
-
-    def last_logits(self) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self._logits[-1].float().cpu().numpy()
-
-    def evaluate_all(self, token_ids: Sequence[int]) -> np.ndarray:
-        import torch
-
-        self.evaluate(token_ids)
-        with torch.inference_mode():
-            return self._logits.float().cpu().numpy()
+        self._cached_ids = self._cached_ids + list(item.token_ids)
+        return result
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._token_bytes(token_id)

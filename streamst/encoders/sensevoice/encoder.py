@@ -110,8 +110,10 @@ class SenseVoiceEncoder(SpeechEncoder):
     def supports(self, language: str) -> bool:
         return language in SENSEVOICE_LANGUAGES
 
-    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
-        """SenseVoice takes no text prompt; `prompt` is accepted for the interface and ignored."""
+    def transcribe(
+        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", prefix: str = ""
+    ) -> Transcript:
+        """SenseVoice takes no text prompt and decodes without a prefix (CTC); both are ignored."""
         return self.recognize(audio, language, window_start_ms).transcript
 
     def recognize(self, audio: np.ndarray, language: str, window_start_ms: int = 0) -> SenseVoiceResult:
