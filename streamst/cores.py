@@ -11,10 +11,15 @@ call slows in proportion, it does not collapse."""
 from __future__ import annotations
 
 import os
+import threading
 
 from streamst.errors import OptionsError
 
 MODELS_AT_ONCE = 2  # the speech encoder and the translator can each serve a call at the same time
+
+# One speech-encoder call at a time in this process, whichever encoder (Whisper, SenseVoice) it is;
+# the translator serialises its own calls (streamst.translators.greedy).
+SPEECH_CALLS = threading.Lock()
 
 
 def available_cores() -> int:

@@ -77,9 +77,3 @@ def locked(lock: threading.Lock, name: str) -> Iterator[None]:
     finally:
         lock.release()
 
-
-def record(name: str, seconds: float) -> None:
-    """Adds time measured elsewhere (another thread's work for this one) to the span `name`."""
-    profile = _active.get()
-    if profile is not None:
-        profile.add(name, seconds)

@@ -80,7 +80,6 @@ class Translation:
     n_prompt_tokens: int  # prompt length in tokens
     n_prefill_tokens: int  # tokens actually evaluated (the rest came from the KV cache)
     finished: bool  # the decoder ended the translation itself (not cut by a cap)
-    n_draft_tokens: int = 0  # tokens checked in one batch against a draft instead of decoded one by one
 
 
 Mode = Literal["cascade", "direct"]

@@ -80,7 +80,6 @@ class EncoderCall:
     window_start_ms: int
     window_end_ms: int
     prompt: str
-    prefix: str = ""
 
 
 class ScriptedEncoder(SpeechEncoder):
@@ -93,11 +92,9 @@ class ScriptedEncoder(SpeechEncoder):
     def supports(self, language: str) -> bool:
         return True
 
-    def transcribe(
-        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", prefix: str = ""
-    ) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
         end_ms = window_start_ms + len(audio) // SAMPLES_PER_MS
-        self.calls.append(EncoderCall(window_start_ms, end_ms, prompt, prefix))
+        self.calls.append(EncoderCall(window_start_ms, end_ms, prompt))
         words = [w for w in self.script if w.start_ms >= window_start_ms and w.start_ms < end_ms]
         if words and words[-1].end_ms > end_ms:  # still being spoken: a guess that will change
             last = words[-1]

@@ -1,13 +1,11 @@
 """The greedy loop every translator backend shares, over a scripted byte-level backend: no weights,
 milliseconds. Stop tokens, the cap, UTF-8 hold-back, the loop guard, canonical prefill, stream
-prefix reuse, drafts from a stream's last answer, and stream keys that keep nothing alive."""
+prefix reuse, stream keys that keep nothing alive, and a KV cache (slot) per stream."""
 
 from __future__ import annotations
 
 import gc
 import string
-import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 
 from streamst.languages import Language, resolve
-from streamst.translators.greedy import DecoderBackend, GreedyTranslator, Work
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator
 from streamst.translators.prompt import PromptStyle, chat_prompt
 
 EN, DE, ZH = resolve("en"), resolve("de"), resolve("zh")
@@ -26,7 +24,6 @@ STOP = N_BYTES  # the one token that is not a byte
 N_VOCAB = N_BYTES + 1
 ANSWER_MARK = b"assistant\n"  # the prompt's tail ends with it (then the committed target)
 STOP_LOGIT = 10.0
-OFF_SCRIPT = ord("~")  # what the scripted model says after text its answer does not have
 
 Script = Callable[[bytes, list[int]], bytes]  # (prompt bytes, batch starts in the prompt) → answer
 
@@ -40,24 +37,19 @@ class Options:
 
 
 class ScriptedBackend(DecoderBackend):
-    """One token per UTF-8 byte, plus STOP. It "answers" `script(prompt, batch_starts)` then stops,
-    so like a real model its output may depend on how the prompt was split into batches. After
-    text its answer does not have, it says OFF_SCRIPT."""
+    """One token per UTF-8 byte, plus STOP, with `n_slots` caches. It "answers"
+    `script(prompt, batch_starts)` then stops, so like a real model its output may depend on how
+    the prompt was split into batches."""
 
     def __init__(self, script: Script, n_slots: int = 1) -> None:
         self.script = script
         self.caches: list[list[int]] = [[] for _ in range(n_slots)]
-        self.starts: list[list[int]] = [[] for _ in range(n_slots)]  # cache positions where an evaluate began
-        self.batches: list[list[int]] = []  # every item evaluated, in order
-        self.calls: list[list[Work]] = []  # every evaluate, its items
+        self.batch_starts: list[list[int]] = [[] for _ in range(n_slots)]  # cache positions where an evaluate began
+        self.batches: list[list[int]] = []  # every evaluate, in order
 
     @property
     def n_slots(self) -> int:
         return len(self.caches)
-
-    @property
-    def cache(self) -> list[int]:
-        return self.caches[0]
 
     @property
     def stop_ids(self) -> frozenset[int]:
@@ -72,36 +64,23 @@ class ScriptedBackend(DecoderBackend):
     def keep(self, slot: int, n_tokens: int) -> None:
         assert 0 <= n_tokens <= len(self.caches[slot])
         del self.caches[slot][n_tokens:]
-        self.starts[slot] = [start for start in self.starts[slot] if start < n_tokens]
+        self.batch_starts[slot] = [start for start in self.batch_starts[slot] if start < n_tokens]
 
-    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
-        assert len({item.slot for item in work}) == len(work), "one item per slot in a batch"
-        self.calls.append(list(work))
-        results = []
-        for item in work:
-            assert item.token_ids, "an evaluate needs at least one token"
-            cache = self.caches[item.slot]
-            self.starts[item.slot].append(len(cache))
-            n_before = len(cache)
-            cache.extend(item.token_ids)
-            self.batches.append(list(item.token_ids))
-            needed = range(len(item.token_ids)) if item.all_logits else [len(item.token_ids) - 1]
-            rows = [self._logits_after(cache[: n_before + i + 1], item.slot) for i in needed]
-            results.append(np.stack(rows) if item.all_logits else rows[-1])
-        return results
-
-    def _logits_after(self, cache: list[int], slot: int) -> np.ndarray:
-        context = bytes(t for t in cache if t < N_BYTES)
+    def evaluate(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        assert token_ids, "an evaluate needs at least one token"
+        cache = self.caches[slot]
+        self.batch_starts[slot].append(len(cache))
+        cache.extend(token_ids)
+        self.batches.append(list(token_ids))
         logits = np.zeros(N_VOCAB, dtype=np.float32)
-        if ANSWER_MARK not in context:  # the head alone: nothing is chosen after it
+        context = bytes(t for t in cache if t < N_BYTES)
+        if ANSWER_MARK not in context:  # the prompt head alone: nothing to answer yet
             return logits
         n_prompt = context.rindex(ANSWER_MARK) + len(ANSWER_MARK)
-        answer = self.script(context[:n_prompt], [s for s in self.starts[slot] if s < n_prompt])
+        answer = self.script(context[:n_prompt], [s for s in self.batch_starts[slot] if s < n_prompt])
         written = context[n_prompt:]
-        if not answer.startswith(written):  # a draft token the answer does not have: any choice
-            logits[OFF_SCRIPT] = STOP_LOGIT
-        else:
-            logits[answer[len(written)] if len(written) < len(answer) else STOP] = STOP_LOGIT
+        assert answer.startswith(written), "the loop fed back exactly the tokens it chose"
+        logits[answer[len(written)] if len(written) < len(answer) else STOP] = STOP_LOGIT
         return logits
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -158,12 +137,38 @@ def test_a_character_cut_by_the_cap_is_flushed_into_the_last_step() -> None:
     assert result.text == "a\ufffd" and not result.finished
 
 
-@pytest.mark.parametrize(("answer", "n_expected"), [("7" * 40, 12), ("ab" * 20, 12), ("Ja, " + "nein" * 10, 16)])
-def test_a_loop_is_cut(answer: str, n_expected: int) -> None:
+@pytest.mark.parametrize(
+    ("answer", "kept"),
+    [
+        ("7" * 40, "7"),
+        ("ab" * 20, "ab"),
+        ("Ja, " + "nein" * 10, "Ja, nein"),
+        ("so many people came " * 4, "so many people came "),  # a phrase repeated twice
+    ],
+)
+def test_a_loop_is_cut_and_its_repeats_dropped(answer: str, kept: str) -> None:
     t, _ = translator(says(answer))
     result = t.translate("Yes, no, no, no", EN, DE)
-    assert not result.finished and len(result.tokens) == n_expected
-    assert result.text == answer[:n_expected]
+    assert not result.finished and result.text == kept
+    assert result.text == "".join(step.text for step in result.tokens)
+
+
+def test_a_loop_that_repeats_the_committed_text_adds_nothing() -> None:
+    t, _ = translator(says("so many people came " * 4))
+    result = t.translate("So many people came.", EN, DE, committed="so many people came ")
+    assert result.text == "" and not result.finished, "committing the repeat would grow the loop at every step"
+
+
+def test_a_loop_of_characters_split_across_tokens_keeps_whole_characters() -> None:
+    t, _ = translator(says("龍" * 14))  # three byte tokens each
+    result = t.translate("dragons", EN, ZH)
+    assert result.text == "龍" and "\ufffd" not in result.text
+
+
+def test_a_translation_that_only_repeats_a_word_of_the_source_is_not_a_loop() -> None:
+    t, _ = translator(says("Ja, ja. Nein, nein."))
+    result = t.translate("Yes, yes. No, no.", EN, DE)
+    assert result.finished and result.text == "Ja, ja. Nein, nein."
 
 
 def test_committed_text_is_continued_not_repeated() -> None:
@@ -237,52 +242,7 @@ def test_a_stream_key_object_is_not_kept_alive() -> None:
     assert result.n_prefill_tokens == result.n_prompt_tokens - n_head_tokens(), "a new object is a new stream"
 
 
-def test_a_streams_last_answer_is_its_next_requests_draft() -> None:
-    t, backend = translator(says("Guten Morgen"))
-    first = t.translate("Good", EN, DE, stream_key=3)
-    assert first.n_draft_tokens == 0
-    grown = t.translate("Good morning", EN, DE, stream_key=3)
-    assert grown.text == "Guten Morgen" and grown.finished
-    assert grown.n_draft_tokens == len("Guten Morgen"), "every token was checked in the draft's batch"
-    n_evaluates = len(backend.batches)
-    continued = t.translate("Good morning", EN, DE, committed="Guten ", stream_key=3)
-    assert continued.text == "Morgen" and continued.n_draft_tokens == len("Morgen")
-    assert len(backend.batches) - n_evaluates == 2, "the prompt's new tokens, then the draft; no token one by one"
-
-
-def test_a_draft_is_kept_only_as_far_as_greedy_decoding_agrees() -> None:
-    answers = iter([b"Guten Morgen", b"Guten Abend, Welt"])
-    answer = next(answers)
-
-    def script(prompt: bytes, batch_starts: list[int]) -> bytes:
-        return answer
-
-    t, backend = translator(script)
-    t.translate("Good morning", EN, DE, stream_key=3)
-    answer = next(answers)
-    changed = t.translate("Good evening, world", EN, DE, stream_key=3)
-    assert changed.text == "Guten Abend, Welt" and changed.finished
-    assert changed.n_draft_tokens == len("Guten "), "the draft up to where the answers part"
-    assert b"~" not in bytes(backend.cache), "the draft's rest left the cache"
-    other = t.translate("Good evening, world", EN, DE, stream_key=4)
-    assert other.text == "Guten Abend, Welt" and other.n_draft_tokens == 0, "another stream has its own drafts"
-
-
 # several streams ------------------------------------------------------------------------------------
-
-
-class GatedBackend(ScriptedBackend):
-    """Holds its first evaluate until `gate` is set, so requests can pile up behind it."""
-
-    def __init__(self, script: Script, n_slots: int) -> None:
-        super().__init__(script, n_slots)
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
-        self.entered.set()
-        assert self.gate.wait(timeout=60), "the test never opened the gate"
-        return super().evaluate(work)
 
 
 def by_source(prompt: bytes, batch_starts: list[int]) -> bytes:
@@ -291,32 +251,8 @@ def by_source(prompt: bytes, batch_starts: list[int]) -> bytes:
     return source.upper()
 
 
-def test_requests_in_flight_at_once_are_decoded_in_one_batch_each_step() -> None:
-    backend = GatedBackend(by_source, n_slots=3)
-    t = GreedyTranslator(backend, Options())  # type: ignore[arg-type]
-    results: dict[int, object] = {}
-
-    def ask(key: int, text: str) -> None:
-        results[key] = t.translate(text, EN, DE, stream_key=key)
-
-    threads = [threading.Thread(target=ask, args=(1, "good morning"))]
-    threads[0].start()
-    assert backend.entered.wait(timeout=60)
-    for key, text in ((2, "hello there"), (3, "bye")):
-        threads.append(threading.Thread(target=ask, args=(key, text)))
-        threads[-1].start()
-    wait_until(lambda: t._requests.qsize() == 2)
-    backend.gate.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert {k: r.text for k, r in results.items()} == {1: "GOOD MORNING", 2: "HELLO THERE", 3: "BYE"}
-    shared = [call for call in backend.calls if len(call) == 3]
-    assert len(shared) == len("BYE"), "each step of the three ran as one batch until the shortest was done"
-    assert {item.slot for item in shared[0]} == {0, 1, 2}
-
-
 def test_a_stream_finds_its_own_prompt_cached_after_others_asked() -> None:
-    t, backend = translator(by_source, n_slots=2)
+    t, _ = translator(by_source, n_slots=2)
     t.translate("the museum opens", EN, DE, stream_key=7)
     t.translate("bonjour", EN, DE, stream_key=8)  # another stream, another slot
     grown = t.translate("the museum opens at nine", EN, DE, stream_key=7)
@@ -327,37 +263,39 @@ def test_a_stream_finds_its_own_prompt_cached_after_others_asked() -> None:
     assert again.n_prefill_tokens == again.n_prompt_tokens - n_head_tokens(), "8's slot went to 9"
 
 
+def test_a_slot_answers_the_same_whatever_the_other_slots_hold() -> None:
+    alone, _ = translator(reveals_batches)
+    shared, _ = translator(reveals_batches, n_slots=2)
+    for i, text in enumerate(["The museum", "區塊鏈", "The museum opens", "The museum opens at", "Hola"]):
+        shared.translate(text, EN, DE, stream_key=i % 2)  # the last slot used by 1 shares most with the next
+    expected = alone.translate("The museum opens at nine.", EN, DE).text
+    assert shared.translate("The museum opens at nine.", EN, DE, stream_key=5).text == expected
+
+
 def test_more_requests_than_slots_all_get_their_answers() -> None:
     t, _ = translator(by_source, n_slots=2)
+    texts = [f"request number {i}" for i in range(12)]
     with ThreadPoolExecutor(max_workers=6) as pool:
-        texts = [f"request number {i}" for i in range(12)]
         answers = list(pool.map(lambda item: t.translate(item[1], EN, DE, stream_key=item[0] % 5), enumerate(texts)))
     assert [a.text for a in answers] == [text.upper() for text in texts]
 
 
 class FailingBackend(ScriptedBackend):
     def __init__(self, script: Script, fail_on_call: int) -> None:
-        super().__init__(script, 1)
+        super().__init__(script)
         self.fail_on_call = fail_on_call
 
-    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
-        if len(self.calls) == self.fail_on_call:
-            self.calls.append(list(work))
+    def evaluate(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        if len(self.batches) == self.fail_on_call:
+            self.batches.append(list(token_ids))
             raise RuntimeError("the model failed")
-        return super().evaluate(work)
+        return super().evaluate(slot, token_ids)
 
 
-def test_a_failed_batch_fails_its_requests_and_the_next_request_is_served() -> None:
+def test_a_failed_evaluate_fails_its_request_and_the_next_request_is_served() -> None:
     backend = FailingBackend(says("Ja"), fail_on_call=3)  # head, rest of the prompt, a step, then this
     t = GreedyTranslator(backend, Options())  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="the model failed"):
         t.translate("Yes", EN, DE, stream_key=1, max_new_tokens=8)
     after = t.translate("Yes", EN, DE, stream_key=1)
     assert after.text == "Ja" and after.n_prefill_tokens == after.n_prompt_tokens, "the slot started afresh"
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.005)

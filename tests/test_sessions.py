@@ -187,31 +187,6 @@ def test_the_recogniser_gets_the_committed_source_as_context():
     assert {c.prompt for c in session.components.encoder.calls} == {""}
 
 
-def test_the_recogniser_takes_the_stable_source_as_its_prefix():
-    session = direct()
-    events = run(session, audio_for(TALK, TALK_MS))
-    prefixes = [c.prefix for c in session.components.encoder.calls]
-    assert "Hello world this" in prefixes, "a step forced the words already stable"
-    assert all(p == "" or "Hello world this is a test.".startswith(p) or "How are you today?".startswith(p)
-               for p in prefixes), prefixes  # fmt: skip
-    without = direct(stable_prefix=False)
-    assert [(e.source_text, e.committed_text) for e in finals(run(without, audio_for(TALK, TALK_MS)))] == [
-        (e.source_text, e.committed_text) for e in finals(events)
-    ], "a recogniser that decodes the same words gives the same finals"
-    assert {c.prefix for c in without.components.encoder.calls} == {""}
-
-
-def test_a_request_the_same_as_the_last_is_not_asked_again():
-    translator = ScriptedTranslator()
-    session = direct(translator)
-    first = session.translate("Hello world", max_new_tokens=4)
-    again = session.translate("Hello world", max_new_tokens=4)
-    assert again is first and len(translator.calls) == 1 and session.stats.n_repeated_requests == 1
-    session.translate("Hello world", committed="HELLO", max_new_tokens=4)
-    session.translate("Hello world", max_new_tokens=4, reuse=False)
-    assert len(translator.calls) == 3, "another committed text, or no stream key, is a new request"
-
-
 def test_the_translator_sees_a_stream_id_and_keeps_no_session_alive():
     translator = ScriptedTranslator()
     session = direct(translator)

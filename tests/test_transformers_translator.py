@@ -18,7 +18,6 @@ pytest.importorskip(
 
 from streamst.errors import ModelError, OptionsError  # noqa: E402
 from streamst.languages import resolve  # noqa: E402
-from streamst.translators.greedy import Work  # noqa: E402
 from streamst.translators.transformers_backend import (  # noqa: E402
     TokenBytes,
     TransformersOptions,
@@ -121,12 +120,12 @@ def test_a_split_character_is_held_back_until_complete(tiny_qwen: Path, monkeypa
     assert len(tokenizer("龍", add_special_tokens=False)["input_ids"]) == 3, "龍 is three byte tokens here"
     calls: list[list[int]] = []
 
-    def scripted_evaluate(work: list[Work]) -> list[np.ndarray]:
+    def scripted_evaluate(slot: int, token_ids: list[int]) -> np.ndarray:
         """The prompt head, then the rest of the prompt, then one evaluate per decoded token."""
-        calls.append(list(work[0].token_ids))
+        calls.append(list(token_ids))
         logits = np.zeros(backend.model.config.vocab_size, dtype=np.float32)
         logits[script[max(0, len(calls) - 2)]] = 10.0
-        return [logits]
+        return logits
 
     monkeypatch.setattr(backend, "evaluate", scripted_evaluate)
     result = translator.translate("dragon", EN, ZH, max_new_tokens=10)

@@ -19,11 +19,6 @@ class SpeechEncoder(ABC):
         """Whether this encoder can transcribe `language` (a Whisper-style code such as "en")."""
 
     @abstractmethod
-    def transcribe(
-        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", prefix: str = ""
-    ) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
         """audio: (n_samples,) float32 at 16 kHz, the window starting at `window_start_ms` on the
-        source timeline. Returns its words with times on that timeline; no words for silence.
-        `prompt`: earlier text, as context. `prefix`: words the window is known to start with (the
-        stable source); an encoder that decodes text autoregressively may take them as given
-        instead of decoding them again, and returns them among its words."""
+        source timeline. Returns its words with times on that timeline; no words for silence."""

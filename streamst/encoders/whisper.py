@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamst.cores import SPEECH_CALLS
 from streamst.encoders.base import SpeechEncoder
 from streamst.encoders.guards import cap_rate, cut_repeated_tail, cut_repeats
 from streamst.errors import ModelError, OptionsError
@@ -78,20 +78,17 @@ class WhisperEncoder(SpeechEncoder):
         except Exception as e:
             raise ModelError(f"cannot load the Whisper model in {model_dir}: {e}") from e
         self._languages = frozenset(self._model.supported_languages)
-        self._lock = threading.Lock()
 
     def supports(self, language: str) -> bool:
         return language in self._languages
 
-    def transcribe(
-        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", prefix: str = ""
-    ) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
         if not self.supports(language):
             raise OptionsError(f"Whisper cannot transcribe language {language!r}")
         audio_ms = int(len(audio) * 1000 / SAMPLE_RATE_HZ)
         if audio_ms > MAX_WINDOW_S * 1000:
             raise OptionsError(f"a Whisper window holds at most {MAX_WINDOW_S} s, got {audio_ms} ms")
-        words = self._decode(audio.astype(np.float32, copy=False), language, prompt, prefix)
+        words = self._decode(audio.astype(np.float32, copy=False), language, prompt)
         if prompt and _repeats_prompt(words, prompt):
             log.debug("dropped a transcript that repeats its context prompt: %r", "".join(w.text for w in words))
             words = ()
@@ -103,16 +100,14 @@ class WhisperEncoder(SpeechEncoder):
         )
         return Transcript(shifted, language, window_start_ms, window_start_ms + audio_ms)
 
-    def _decode(self, audio: np.ndarray, language: str, prompt: str, prefix: str) -> tuple[Word, ...]:
+    def _decode(self, audio: np.ndarray, language: str, prompt: str) -> tuple[Word, ...]:
         """Encode the window as it is (plus a little silence) rather than padded to 30 s: several
-        times cheaper for the short windows of streaming, with the same text and word times.
-        A `prefix` is forced after the start tokens, so the decoder only decodes what follows it;
-        the alignment times the prefix's words and the new ones together."""
+        times cheaper for the short windows of streaming, with the same text and word times."""
         o = self.options
         padded = np.concatenate([audio, np.zeros(ms_to_samples(TAIL_SILENCE_MS), dtype=np.float32)])
         if not o.fit_window:
             padded = np.pad(audio, (0, MAX_WINDOW_S * SAMPLE_RATE_HZ - len(audio)))
-        with locked(self._lock, "encoder.wait"):
+        with locked(SPEECH_CALLS, "encoder.wait"):
             tokenizer = self._tokenizer(language)
             with span("whisper.features"):
                 features = self._model.feature_extractor(padded)
@@ -120,12 +115,10 @@ class WhisperEncoder(SpeechEncoder):
             with span("whisper.encode"):
                 encoder_output = self._model.encode(features)
             prompt_tokens = self._prompt_tokens(tokenizer, prompt or DEFAULT_PROMPTS.get(language, ""))
-            prefix_tokens = tokenizer.encode(" " + prefix.strip()) if prefix.strip() else []
-            prefix_tokens = prefix_tokens[: MAX_TEXT_TOKENS // 2]
             with span("whisper.decode"):
                 result = self._model.model.generate(
                     encoder_output,
-                    [prompt_tokens + prefix_tokens],
+                    [prompt_tokens],
                     beam_size=o.beam_size,
                     max_length=min(MAX_TEXT_TOKENS, len(prompt_tokens) + self._max_new_tokens(len(audio))),
                     return_scores=True,
@@ -133,7 +126,7 @@ class WhisperEncoder(SpeechEncoder):
                     suppress_blank=True,
                     suppress_tokens=[-1],
                 )[0]
-            text_tokens = prefix_tokens + [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            text_tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
             avg_logprob = float(result.scores[0])
             if not text_tokens or (
                 result.no_speech_prob > o.no_speech_threshold and avg_logprob < o.log_prob_threshold

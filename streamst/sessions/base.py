@@ -81,8 +81,6 @@ class SessionStats:
     n_prefill_tokens: int  # translator prompt tokens evaluated, over all requests
     n_prompt_tokens: int  # translator prompt tokens in all, cached or not
     n_fallbacks: int  # segments handed to the sentence-by-sentence finish
-    n_repeated_requests: int = 0  # translator requests answered by the last answer (nothing changed)
-    n_draft_tokens: int = 0  # target tokens the translator checked in a batch instead of one by one
 
 
 @dataclass
@@ -94,8 +92,6 @@ class _Counts:
     n_prefill_tokens: int = 0
     n_prompt_tokens: int = 0
     n_fallbacks: int = 0
-    n_repeated_requests: int = 0
-    n_draft_tokens: int = 0
 
 
 @dataclass
@@ -143,8 +139,6 @@ class SegmentedSession(ABC):
         self._context = ""  # committed source text, the recogniser's prompt
         self._sentence = OpenSentence(0)
         self._counts = _Counts()
-        self._last_request: tuple[str, str, int | None] | None = None  # this stream's last (source, committed, cap)
-        self._last_translation: Translation | None = None
 
     @property
     def heard_ms(self) -> int:
@@ -163,8 +157,7 @@ class SegmentedSession(ABC):
     @property
     def stats(self) -> SessionStats:
         c = self._counts
-        return SessionStats(c.n_steps, c.n_skipped_steps, c.n_prefill_tokens, c.n_prompt_tokens, c.n_fallbacks,
-                            c.n_repeated_requests, c.n_draft_tokens)  # fmt: skip
+        return SessionStats(c.n_steps, c.n_skipped_steps, c.n_prefill_tokens, c.n_prompt_tokens, c.n_fallbacks)
 
     def push(self, audio: np.ndarray) -> list[Event]:
         """audio: (n_samples,) float32 at 16 kHz, any length."""
@@ -287,26 +280,19 @@ class SegmentedSession(ABC):
 
     # helpers for modes ----------------------------------------------------------------------------
 
-    def transcribe(self, start_ms: int, end_ms: int, prefix: str = "") -> tuple[Word, ...]:
-        """The recogniser's punctuated words for the audio between two stream times; `prefix`: the
-        words the audio is known to start with (see `SpeechEncoder.transcribe`)."""
+    def transcribe(self, start_ms: int, end_ms: int) -> tuple[Word, ...]:
+        """The recogniser's punctuated words for the audio between two stream times."""
         audio = self._buffer.slice_ms(start_ms, end_ms)
         prompt = self._context if self.options.context_prompt else ""
         with span("transcribe"):
-            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt, prefix)
+            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt)
             return self.components.punctuator.punctuate(transcript.words, self.source.code)
 
     def translate(
         self, source_text: str, committed: str = "", max_new_tokens: int | None = None, reuse: bool = True
     ) -> Translation:
         """The translator's continuation of `committed` for `source_text`; `reuse` lets it start
-        from this stream's previous request (its KV cache and its last answer as a draft), which a
-        growing source mostly shares. Greedy decoding is deterministic, so a request the same as
-        this stream's last one gets the last answer without asking the translator again."""
-        request = (source_text, committed, max_new_tokens)
-        if reuse and request == self._last_request and self._last_translation is not None:
-            self._counts.n_repeated_requests += 1
-            return self._last_translation
+        from this stream's previous request (its KV cache), which a growing source mostly shares."""
         with span("translate"):
             translation = self.components.translator.translate(
                 source_text,
@@ -316,11 +302,8 @@ class SegmentedSession(ABC):
                 max_new_tokens=max_new_tokens,
                 stream_key=self.stream_id if reuse else None,
             )
-        if reuse:
-            self._last_request, self._last_translation = request, translation
         self._counts.n_prefill_tokens += translation.n_prefill_tokens
         self._counts.n_prompt_tokens += translation.n_prompt_tokens
-        self._counts.n_draft_tokens += translation.n_draft_tokens
         return translation
 
     def close_sentence(

@@ -1,11 +1,9 @@
 """The direct simultaneous path: target text is committed while the sentence is still spoken.
 
-Every `step_ms` of new audio the open window is re-transcribed, the stable words taken as the
-recogniser's given prefix so only what follows them is decoded; source agreement turns the
+Every `step_ms` of new audio the open window is re-transcribed; source agreement turns the
 hypotheses into stable source words; the translator proposes a continuation of the committed
-target for that source (reusing its KV cache and checking its last proposal as a draft in one
-batch, so a step costs about the same all along; a request the same as the last is not asked
-again); the policy commits part of the proposal or waits. When a sentence end becomes stable, that sentence
+target for that source (reusing its KV cache, so a step costs about the same all along); the
+policy commits part of the proposal or waits. When a sentence end becomes stable, that sentence
 is translated to its end (a `final`) and the window moves past it. When the segment closes, the
 rest is finished the same way.
 
@@ -38,7 +36,6 @@ class DirectOptions(SessionOptions):
     step_ms: int = 500  # re-transcribe and decide after this much new audio
     agreement_n: int = 2  # hypotheses that must agree before a source word is stable
     max_compute_ratio: float = 1.5  # compute per audio of a sentence before the cascade's way takes over
-    stable_prefix: bool = True  # the recogniser takes the stable source words as given, decoding only what follows
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,8 +71,7 @@ class DirectSession(SegmentedSession):
         return []
 
     def step(self) -> list[Event]:
-        prefix = join_words(self._agreement.committed) if self.options.stable_prefix else ""
-        words = self.transcribe(self._window_start_ms, self.heard_ms, prefix)
+        words = self.transcribe(self._window_start_ms, self.heard_ms)
         with span("agreement"):
             state = self._agreement.update(words)
         events: list[Event] = self._close_stable_sentences(state)

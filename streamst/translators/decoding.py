@@ -15,6 +15,8 @@ from streamst.types import TokenStep
 LOOP_MIN_REPEATS = 3  # an n-gram of tokens repeated back to back this often ends decoding ...
 LOOP_MIN_SPAN_TOKENS = 12  # ... once the repeats cover this many tokens (digits are single tokens)
 LOOP_MAX_NGRAM = 8
+LOOP_MAX_PHRASE_TOKENS = 48  # a longer n-gram (a phrase, up to this long) repeated twice is a loop too
+LOOP_CONTEXT_TOKENS = 2 * LOOP_MAX_PHRASE_TOKENS  # prompt tokens (the committed target) a loop may start in
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,17 @@ def logsumexp(logits: np.ndarray) -> float:
     return peak + float(np.log(np.exp(logits - peak).sum()))
 
 
-def is_looping(ids: list[int]) -> bool:
-    """Whether the token ids end in an n-gram repeated back to back (a decoding loop)."""
-    for n in range(1, LOOP_MAX_NGRAM + 1):
-        repeats = max(LOOP_MIN_REPEATS, -(-LOOP_MIN_SPAN_TOKENS // n))
+def repeated_tail(ids: Sequence[int]) -> int:
+    """How many tokens at the end of `ids` only repeat the n-gram before them back to back (a
+    decoding loop; 0: none): a short n-gram repeated `LOOP_MIN_REPEATS` times over at least
+    `LOOP_MIN_SPAN_TOKENS`, or a phrase of up to `LOOP_MAX_PHRASE_TOKENS` repeated twice. The
+    first copy is not counted: it may be the translation."""
+    for n in range(1, LOOP_MAX_PHRASE_TOKENS + 1):
+        repeats = max(LOOP_MIN_REPEATS, -(-LOOP_MIN_SPAN_TOKENS // n)) if n <= LOOP_MAX_NGRAM else 2
         span = n * repeats
         if len(ids) < span:
             continue
-        tail = ids[-span:]
+        tail = ids[len(ids) - span :]
         if all(tail[k * n : (k + 1) * n] == tail[:n] for k in range(1, repeats)):
-            return True
-    return False
+            return span - n
+    return 0

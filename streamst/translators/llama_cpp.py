@@ -1,8 +1,8 @@
 """Qwen (or any ChatML decoder) in GGUF through llama-cpp-python: greedy, with token log-probs.
 
 One model is loaded once and shared; `GreedyTranslator` drives it (canonical prefill, stream
-prefix reuse, drafts, continuous batching). This module only evaluates tokens in llama.cpp: one
-context whose `n_streams` sequences are the slots, each with `n_ctx` KV cells of its own."""
+prefix reuse, requests serialised). This module only evaluates tokens in llama.cpp: one context
+whose `n_streams` sequences are the slots, each with `n_ctx` KV cells of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from streamst.errors import ModelError, OptionsError
-from streamst.translators.greedy import DecoderBackend, GreedyTranslator, Work
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator
 from streamst.translators.prompt import IM_END, PromptStyle
 
 INSTALL = "pip install llama-cpp-python==0.3.36"
@@ -24,7 +24,7 @@ INSTALL = "pip install llama-cpp-python==0.3.36"
 class LlamaOptions:
     n_ctx: int = 2048  # context window in tokens per stream (prompt + translation)
     n_batch: int = 256  # tokens evaluated per llama.cpp batch
-    n_streams: int = 8  # streams whose prompts stay cached, decoded together (KV cache: n_ctx each)
+    n_streams: int = 8  # streams whose prompts stay cached (KV cache: n_ctx tokens each)
     min_new_tokens_cap: int = 32  # the cap on new tokens is at least this ...
     new_tokens_per_source_token: float = 2.5  # ... or this many per source token
     style: PromptStyle = field(default_factory=PromptStyle)
@@ -107,39 +107,24 @@ class LlamaCppBackend(DecoderBackend):
         del self._cached[slot][n_tokens:]
         self._ctx.kv_cache_seq_rm(slot, n_tokens, -1)
 
-    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
-        """Every item's tokens in one list of rows (positions after the slot's cache), cut into
-        llama.cpp batches of `n_batch` rows; the logits of the rows that need them are copied out."""
-        rows: list[tuple[int, int, int, int, bool]] = []  # (item, slot, token, position, logits)
-        for index, item in enumerate(work):
-            n_cached = len(self._cached[item.slot])
-            if n_cached + len(item.token_ids) > self._n_ctx:
-                raise OptionsError(f"a translator stream holds at most {self._n_ctx} tokens; raise n_ctx")
-            last = len(item.token_ids) - 1
-            rows += [
-                (index, item.slot, token, n_cached + i, item.all_logits or i == last)
-                for i, token in enumerate(item.token_ids)
-            ]
-        out = [np.empty((len(w.token_ids) if w.all_logits else 1, self._n_vocab), dtype=np.float32) for w in work]
-        filled = [0] * len(work)
-        for start in range(0, len(rows), self._n_batch):
-            chunk = rows[start : start + self._n_batch]
-            batch = self._batch.batch
+    def evaluate(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        """The tokens in llama.cpp batches of `n_batch`, at positions after the slot's cache."""
+        cached = self._cached[slot]
+        if len(cached) + len(token_ids) > self._n_ctx:
+            raise OptionsError(f"a translator stream holds at most {self._n_ctx} tokens; raise n_ctx")
+        batch = self._batch.batch
+        for start in range(0, len(token_ids), self._n_batch):
+            chunk = token_ids[start : start + self._n_batch]
             batch.n_tokens = len(chunk)
-            for i, (_, slot, token, position, logits) in enumerate(chunk):
+            for i, token in enumerate(chunk):
                 batch.token[i] = token
-                batch.pos[i] = position
+                batch.pos[i] = len(cached) + i
                 batch.seq_id[i][0] = slot
                 batch.n_seq_id[i] = 1
-                batch.logits[i] = logits
+                batch.logits[i] = i == len(chunk) - 1
             self._ctx.decode(self._batch)
-            for i, (index, _, token, position, logits) in enumerate(chunk):
-                self._cached[work[index].slot].append(token)
-                if logits:
-                    pointer = self._get_logits_ith(self._ctx.ctx, i)
-                    out[index][filled[index]] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
-                    filled[index] += 1
-        return [o if item.all_logits else o[0] for o, item in zip(out, work, strict=True)]
+            cached.extend(chunk)
+        return np.ctypeslib.as_array(self._get_logits_ith(self._ctx.ctx, -1), shape=(self._n_vocab,))
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._llm.detokenize([token_id], special=False)

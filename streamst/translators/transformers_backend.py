@@ -1,9 +1,9 @@
 """Qwen (or any ChatML causal LM) through Hugging Face transformers on PyTorch, for GPU deployments.
 
 The same contract as the llama.cpp backend, through the same `GreedyTranslator` (greedy steps with
-log-probs, UTF-8 hold-back, loop guard, canonical prefill, stream prefix reuse, drafts); this module
-only evaluates tokens with one `DynamicCache` (one slot: one request at a time). bfloat16 on CUDA,
-float32 on the CPU, unless told otherwise.
+log-probs, UTF-8 hold-back, loop guard, canonical prefill, stream prefix reuse); this module only
+evaluates tokens with one `DynamicCache` (one slot). bfloat16 on CUDA, float32 on the CPU, unless
+told otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamst.errors import ModelError, OptionsError
-from streamst.translators.greedy import DecoderBackend, GreedyTranslator, Work
+from streamst.translators.greedy import DecoderBackend, GreedyTranslator
 from streamst.translators.prompt import IM_END, PromptStyle
 
 log = logging.getLogger("streamst.translators.transformers")
@@ -104,27 +104,22 @@ class TransformersBackend(DecoderBackend):
                 self._cache.crop(-n_remove)  # a negative count removes tokens in transformers 4.x and 5.x alike
             self._cached_ids = self._cached_ids[:n_tokens]
 
-    def evaluate(self, work: Sequence[Work]) -> list[np.ndarray]:
-        """One slot: the items (at most one per batch from the translator) run one after another."""
-        return [self._forward(item) for item in work]
-
-    def _forward(self, item: Work) -> np.ndarray:
+    def evaluate(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
         import torch
 
         if self._cache is None:
             self._cache = self._new_cache()
         try:
             with torch.inference_mode():
-                input_ids = torch.tensor([list(item.token_ids)], dtype=torch.long, device=self.device)
+                input_ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
                 out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
-                logits = out.logits[0] if item.all_logits else out.logits[0, -1]
-                result = logits.float().cpu().numpy()
+                logits = out.logits[0, -1].float().cpu().numpy()
         except Exception:
             self._cache, self._cached_ids = None, []  # the forward pass may have half-updated the cache
             raise
         self._cache = out.past_key_values
-        self._cached_ids = self._cached_ids + list(item.token_ids)
-        return result
+        self._cached_ids = self._cached_ids + list(token_ids)
+        return logits
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._token_bytes(token_id)

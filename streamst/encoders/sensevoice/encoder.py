@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamst.cores import SPEECH_CALLS
 from streamst.encoders.base import SpeechEncoder
 from streamst.encoders.sensevoice.ctc import decode
 from streamst.encoders.sensevoice.frontend import Frontend, load_cmvn
@@ -35,6 +36,7 @@ from streamst.encoders.sensevoice.tokens import (
     Vocabulary,
 )
 from streamst.errors import ModelError, OptionsError
+from streamst.profiling import locked
 from streamst.types import SAMPLE_RATE_HZ, Transcript, Word
 
 log = logging.getLogger("streamst.encoders.sensevoice")
@@ -110,10 +112,8 @@ class SenseVoiceEncoder(SpeechEncoder):
     def supports(self, language: str) -> bool:
         return language in SENSEVOICE_LANGUAGES
 
-    def transcribe(
-        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", prefix: str = ""
-    ) -> Transcript:
-        """SenseVoice takes no text prompt and decodes without a prefix (CTC); both are ignored."""
+    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
+        """SenseVoice takes no text prompt; `prompt` is accepted for the interface and ignored."""
         return self.recognize(audio, language, window_start_ms).transcript
 
     def recognize(self, audio: np.ndarray, language: str, window_start_ms: int = 0) -> SenseVoiceResult:
@@ -123,11 +123,12 @@ class SenseVoiceEncoder(SpeechEncoder):
                 f"SenseVoice cannot transcribe {language!r}; it knows {', '.join(sorted(SENSEVOICE_LANGUAGES))}"
             )
         audio_ms = int(len(audio) * 1000 / SAMPLE_RATE_HZ)
-        features = self.frontend.features(audio.astype(np.float32, copy=False))
-        if len(features) == 0:
-            return _result((), (), language, window_start_ms, audio_ms)
-        textnorm = "withitn" if self.options.use_itn else "woitn"
-        log_probs = self.runner.log_probs(features, LANGUAGE_QUERY_IDS[language], TEXTNORM_QUERY_IDS[textnorm])
+        with locked(SPEECH_CALLS, "encoder.wait"):
+            features = self.frontend.features(audio.astype(np.float32, copy=False))
+            if len(features) == 0:
+                return _result((), (), language, window_start_ms, audio_ms)
+            textnorm = "withitn" if self.options.use_itn else "woitn"
+            log_probs = self.runner.log_probs(features, LANGUAGE_QUERY_IDS[language], TEXTNORM_QUERY_IDS[textnorm])
         log_probs[:, self._banned] = -np.inf
         decoded = decode(log_probs, self.vocabulary, self.frontend.config.output_frame_ms, audio_ms)
         return _result(decoded.words, decoded.tags, language, window_start_ms, audio_ms)
