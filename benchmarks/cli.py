@@ -22,6 +22,7 @@ from streamst.cores import default_concurrency, default_threads
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
+from streamst.translators.llama_cpp import LlamaOptions
 
 log = logging.getLogger("streamst.benchmarks.cli")
 
@@ -69,6 +70,9 @@ def _add_profile(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--knob", type=float, help="the policy's knob (default: its default)")
     p.add_argument("--threads", type=_positive_int, default=default_threads(),
                    help="threads per model call (default: %(default)s, half the cores)")  # fmt: skip
+    p.add_argument("--translator-slots", type=_positive_int, default=LlamaOptions().n_streams,
+                   help="streams whose translator prompts stay cached at once (default: %(default)s; "
+                        "1: one KV cache that every stream's request replaces)")  # fmt: skip
     p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
     p.add_argument("--output", "-o", required=True, help="output folder: profile.txt, profile.json")
     p.set_defaults(func=cmd_profile)
@@ -440,13 +444,14 @@ def cmd_profile(args: argparse.Namespace, argv: Sequence[str]) -> int:
     clips = datasets.load_speech(datasets.FLEURS_MINI, [pair], root=args.data_dir)[pair.name]
     if len(clips) < max(levels):
         raise UsageError(f"{pair.name} has {len(clips)} FLEURS-mini clips; ask for at most that many streams")
-    engine = Engine(EngineConfig(n_threads=args.threads))
+    engine = Engine(EngineConfig(n_threads=args.threads, llama=LlamaOptions(n_streams=args.translator_slots)))
     engine.load()
     rounds = []
     for n in levels:
         print(f"profiling {n} stream(s) of {pair.name} ...", file=sys.stderr, flush=True)
         rounds.append(profile.profile_round(engine, run, clips[:n]))
-    title = f"{PROG} profile: {run.name}, {pair.name}, {args.threads} thread(s) per model call"
+    title = (f"{PROG} profile: {run.name}, {pair.name}, {args.threads} thread(s) per model call, "
+             f"{args.translator_slots} translator slot(s)")  # fmt: skip
     print(profile.save(rounds, title, Path(args.output)), end="")
     return 0
 
