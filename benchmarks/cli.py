@@ -392,15 +392,21 @@ def _relative_name(path: Path, beside: Path) -> str:
         return str(path.resolve())
 
 
+def _counts(text: str, what: str) -> tuple[int, ...]:
+    """`--clients` / `--streams`: a comma-separated list of positive numbers, at least one."""
+    try:
+        counts = tuple(_positive_int(item) for item in _items(text))
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"argument --{what}: {e}; write e.g. --{what} 1,2,4") from None
+    if not counts:
+        raise UsageError(f"argument --{what}: give at least one number of {what}, e.g. --{what} 1,2,4")
+    return counts
+
+
 def cmd_load(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from streamst.benchmarks import load
 
-    try:
-        levels = tuple(_positive_int(item) for item in _items(args.clients))
-    except argparse.ArgumentTypeError as e:
-        raise UsageError(f"argument --clients: {e}; write e.g. --clients 1,2,4") from None
-    if not levels:
-        raise UsageError("argument --clients: give at least one number of clients, e.g. --clients 1,2,4")
+    levels = _counts(args.clients, "clients")
     if not args.duration_s > 0:
         raise UsageError(f"argument --duration-s: {args.duration_s:g} is not positive; write e.g. --duration-s 60")
     pair = datasets.parse_pairs(f"{args.source}-{args.target}")[0]
@@ -427,12 +433,7 @@ def cmd_profile(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from streamst.engine import Engine
 
-    try:
-        levels = tuple(_positive_int(item) for item in _items(args.streams))
-    except argparse.ArgumentTypeError as e:
-        raise UsageError(f"argument --streams: {e}; write e.g. --streams 1,2,4") from None
-    if not levels:
-        raise UsageError("argument --streams: give at least one number of streams, e.g. --streams 1,2,4")
+    levels = _counts(args.streams, "streams")
     pairs = datasets.parse_pairs(args.pair)
     if len(pairs) != 1:
         raise UsageError(f"argument --pair: give one pair, e.g. --pair en-zh, got {args.pair!r}")
