@@ -8,7 +8,7 @@ A backend may hold several KV caches ("slots"; llama.cpp's sequences), one per s
 stream's next request finds its own prompt still cached however many other streams asked in
 between. Requests run one at a time (one model call at a time, within the process's thread
 budget, `streamst.cores`): on a CPU, decoding two streams' tokens as one batch costs more than
-decoding them one after the other (`benchmarks/RESULTS.md`, profile).
+decoding them one after the other (`benchmarks/PROFILE.md`).
 
 Prefill is canonical, so a request's output never depends on what other requests left in its
 slot: the prompt head (fixed per language pair) is always evaluated as its own batch and kept
@@ -223,7 +223,7 @@ def decode(backend: DecoderBackend, slot: int, logits: np.ndarray, max_new_token
     loop is not committed again at every step."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     steps: list[TokenStep] = []
-    ids: list[int] = []
+    recent = list(context[-LOOP_CONTEXT_TOKENS:])  # the prompt's end, then every new token: what a loop repeats
     finished = False
     while len(steps) < max_new_tokens:
         token_id = int(np.argmax(logits))
@@ -232,10 +232,10 @@ def decode(backend: DecoderBackend, slot: int, logits: np.ndarray, max_new_token
             break
         logprob = float(logits[token_id] - logsumexp(logits))
         steps.append(TokenStep(token_id, decoder.decode(backend.token_bytes(token_id)), logprob))
-        ids.append(token_id)
-        n_repeated = repeated_tail([*context[-LOOP_CONTEXT_TOKENS:], *ids])
+        recent.append(token_id)
+        n_repeated = repeated_tail(recent)
         if n_repeated:
-            log.info("translation fell into a loop after %d tokens; %d repeated tokens dropped", len(ids), n_repeated)
+            log.info("translation fell into a loop after %d tokens; %d repeated tokens dropped", len(steps), n_repeated)
             steps, decoder = redecode(backend, steps[: max(0, len(steps) - n_repeated)])
             break
         if len(steps) < max_new_tokens:
