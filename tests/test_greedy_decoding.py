@@ -34,6 +34,7 @@ class Options:
     min_new_tokens_cap: int = 64
     new_tokens_per_source_token: float = 2.5
     style: PromptStyle = field(default_factory=PromptStyle)
+    target_fidelity: bool = True
 
 
 class ScriptedBackend(DecoderBackend):
@@ -41,8 +42,9 @@ class ScriptedBackend(DecoderBackend):
     `script(prompt, batch_starts)` then stops, so like a real model its output may depend on how
     the prompt was split into batches."""
 
-    def __init__(self, script: Script, n_slots: int = 1) -> None:
+    def __init__(self, script: Script, n_slots: int = 1, stop_second: bool = False) -> None:
         self.script = script
+        self.stop_second = stop_second  # STOP is the second choice at every step (else all others tie at 0)
         self.caches: list[list[int]] = [[] for _ in range(n_slots)]
         self.batch_starts: list[list[int]] = [[] for _ in range(n_slots)]  # cache positions where an evaluate began
         self.batches: list[list[int]] = []  # every evaluate, in order
@@ -73,6 +75,7 @@ class ScriptedBackend(DecoderBackend):
         cache.extend(token_ids)
         self.batches.append(list(token_ids))
         logits = np.zeros(N_VOCAB, dtype=np.float32)
+        logits[STOP] = 1.0 if self.stop_second else 0.0
         context = bytes(t for t in cache if t < N_BYTES)
         if ANSWER_MARK not in context:  # the prompt head alone: nothing to answer yet
             return logits
@@ -91,8 +94,10 @@ def says(answer: str) -> Script:
     return lambda prompt, batch_starts: answer.encode("utf-8")
 
 
-def translator(script: Script, n_slots: int = 1, **options: object) -> tuple[GreedyTranslator, ScriptedBackend]:
-    backend = ScriptedBackend(script, n_slots)
+def translator(
+    script: Script, n_slots: int = 1, stop_second: bool = False, **options: object
+) -> tuple[GreedyTranslator, ScriptedBackend]:
+    backend = ScriptedBackend(script, n_slots, stop_second)
     return GreedyTranslator(backend, Options(**options)), backend  # type: ignore[arg-type]
 
 
@@ -124,17 +129,17 @@ def test_the_default_cap_grows_with_the_source() -> None:
 
 
 def test_a_split_character_is_held_back_and_appears_whole() -> None:
-    t, _ = translator(says("龍 ok"))  # 龍 is three byte tokens
+    t, _ = translator(says("龍 42"))  # 龍 is three byte tokens
     result = t.translate("dragon", EN, ZH)
-    assert [step.text for step in result.tokens] == ["", "", "龍", " ", "o", "k"]
-    assert result.text == "龍 ok" and result.finished
+    assert [step.text for step in result.tokens] == ["", "", "龍", " ", "4", "2"]
+    assert result.text == "龍 42" and result.finished
 
 
 def test_a_character_cut_by_the_cap_is_flushed_into_the_last_step() -> None:
-    t, _ = translator(says("a龍"))
+    t, _ = translator(says("1龍"))
     result = t.translate("dragon", EN, ZH, max_new_tokens=3)
-    assert [step.text for step in result.tokens] == ["a", "", "\ufffd"]
-    assert result.text == "a\ufffd" and not result.finished
+    assert [step.text for step in result.tokens] == ["1", "", "\ufffd"]
+    assert result.text == "1\ufffd" and not result.finished
 
 
 @pytest.mark.parametrize(
@@ -246,9 +251,9 @@ def test_a_stream_key_object_is_not_kept_alive() -> None:
 
 
 def by_source(prompt: bytes, batch_starts: list[int]) -> bytes:
-    """Answers the upper-cased source."""
+    """Answers the source backwards (its own for each request, and no copy of it)."""
     source = prompt.split(b"\n\n", 1)[1].split(b"<|im_end|>")[0]
-    return source.upper()
+    return source[::-1]
 
 
 def test_a_stream_finds_its_own_prompt_cached_after_others_asked() -> None:
@@ -256,7 +261,7 @@ def test_a_stream_finds_its_own_prompt_cached_after_others_asked() -> None:
     t.translate("the museum opens", EN, DE, stream_key=7)
     t.translate("bonjour", EN, DE, stream_key=8)  # another stream, another slot
     grown = t.translate("the museum opens at nine", EN, DE, stream_key=7)
-    assert grown.text == "THE MUSEUM OPENS AT NINE"
+    assert grown.text == "enin ta snepo muesum eht"
     assert grown.n_prefill_tokens == len(" at nine") + len(chat_prompt("", EN, DE).tail.encode())
     t.translate("hola", EN, DE, stream_key=9)  # a third stream takes the least recently used slot (8's)
     again = t.translate("bonjour tout le monde", EN, DE, stream_key=8)
@@ -277,7 +282,7 @@ def test_more_requests_than_slots_all_get_their_answers() -> None:
     texts = [f"request number {i}" for i in range(12)]
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(lambda item: t.translate(item[1], EN, DE, stream_key=item[0] % 5), enumerate(texts)))
-    assert [a.text for a in answers] == [text.upper() for text in texts]
+    assert [a.text for a in answers] == [text[::-1] for text in texts]
 
 
 class FailingBackend(ScriptedBackend):
@@ -299,3 +304,56 @@ def test_a_failed_evaluate_fails_its_request_and_the_next_request_is_served() ->
         t.translate("Yes", EN, DE, stream_key=1, max_new_tokens=8)
     after = t.translate("Yes", EN, DE, stream_key=1)
     assert after.text == "Ja" and after.n_prefill_tokens == after.n_prompt_tokens, "the slot started afresh"
+
+
+def test_a_chinese_translation_never_writes_latin_words_the_source_has_no_name_for() -> None:
+    # The scripted model wants to answer "Bob 42", with stopping as its second choice.
+    t, _ = translator(says("Bob 42"), stop_second=True)
+    assert t.translate("Hello Bob", EN, ZH).text == "Bob 42", "a name of the source may stay"
+    assert t.translate("hello bob", EN, DE).text == "Bob 42", "a Latin-script target is left alone"
+    masked_out = t.translate("hello bob", EN, ZH)
+    assert masked_out.text == "" and masked_out.finished, "'B' is masked, so the second choice (stop) wins"
+    t, _ = translator(says("Bob 42"), stop_second=True, target_fidelity=False)
+    assert t.translate("hello bob", EN, ZH).text == "Bob 42", "no mask without target fidelity"
+
+
+class RetryBackend(ScriptedBackend):
+    """Answers `answers[k]` on its k-th attempt: an attempt ends when a decoded answer is dropped
+    from the cache (the translator decoding again from the prompt)."""
+
+    def __init__(self, answers: Sequence[str]) -> None:
+        super().__init__(self.answer, stop_second=True)
+        self.answers = [a.encode("utf-8") for a in answers]
+        self.attempt = 0
+
+    def answer(self, prompt: bytes, batch_starts: list[int]) -> bytes:
+        return self.answers[min(self.attempt, len(self.answers) - 1)]
+
+    def keep(self, slot: int, n_tokens: int) -> None:
+        context = bytes(t for t in self.caches[slot] if t < N_BYTES)
+        if ANSWER_MARK in context and n_tokens < len(self.caches[slot]):
+            self.attempt += 1
+        super().keep(slot, n_tokens)
+
+
+def test_a_translation_that_copies_its_latin_source_is_decoded_again_without_the_copied_words() -> None:
+    # Byte tokens: the retry bans the copied words' first tokens after a space, here the space, so
+    # the second answer has none; it starts as the first did (the prompt's logits are the same).
+    backend = RetryBackend(["Im the farmers dry their corn", "Im-Mai-mahlen-Bauern-Korn"])
+    t = GreedyTranslator(backend, Options())  # type: ignore[arg-type]
+    result = t.translate("the farmers dry their corn", EN, DE)
+    assert backend.attempt == 1 and result.text == "Im-Mai-mahlen-Bauern-Korn" and result.finished
+
+
+def test_a_translation_that_copies_its_source_again_is_not_committed() -> None:
+    # Words of one or two letters are not banned, so the retry gives the same copy.
+    backend = RetryBackend(["we go to an ox"])
+    t = GreedyTranslator(backend, Options())  # type: ignore[arg-type]
+    result = t.translate("we go to an ox", EN, DE)
+    assert backend.attempt == 1 and result.text == "" and result.tokens == () and not result.finished
+
+
+def test_names_a_translation_shares_with_its_source_are_no_copy() -> None:
+    t, _ = translator(says("Dr Ehud Ur, Dalhousie University in Halifax"))
+    source = "Dr Ehud Ur, Dalhousie University in Halifax"
+    assert t.translate(source, EN, DE).text == source

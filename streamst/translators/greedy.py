@@ -42,8 +42,10 @@ from streamst.translators.decoding import (
     plan_prompt,
     repeated_tail,
 )
+from streamst.translators.masks import ScriptMask, script_token_ids, word_start_ids
 from streamst.translators.prompt import PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
+from streamst.writing import LATIN_LETTER, copied_words, foreign_letters, kept_latin_words, may_copy
 
 log = logging.getLogger("streamst.translators")
 
@@ -104,11 +106,18 @@ class DecodingOptions(Protocol):
     @property
     def style(self) -> PromptStyle: ...
 
+    @property
+    def target_fidelity(self) -> bool: ...  # mask other scripts' tokens, retry a copy of the source
+
 
 @dataclass(frozen=True)
 class Decoded:
     steps: tuple[TokenStep, ...]
     finished: bool  # a stop token ended it (not the cap, not the loop guard)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.steps)
 
 
 class GreedyTranslator(Translator):
@@ -119,6 +128,7 @@ class GreedyTranslator(Translator):
         self.options = options
         self._lock = threading.Lock()
         self._slots = _Slots(backend.n_slots)
+        self._script_ids: dict[str, np.ndarray] = {}  # tokens holding letters of a script, by its pattern
 
     def translate(
         self,
@@ -142,19 +152,64 @@ class GreedyTranslator(Translator):
             try:
                 with span("translator.prefill"):
                     n_prefill, logits = prefill(backend, slot, prompt, reuse_source=own)
+                mask = self._mask(source_text, target, len(logits)) if o.target_fidelity else None
+                check_copy = o.target_fidelity and may_copy(source, target)
+                first_logits = np.array(logits, copy=True) if check_copy else logits
                 with span("translator.decode"):
-                    decoded = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens)
+                    decoded = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, mask)
+                    if check_copy and copied_words(decoded.text, source_text):
+                        decoded = self._retry_copy(slot, prompt, first_logits, mask, decoded, source_text)
             except Exception:
                 self._slots.forget(slot)
                 backend.keep(slot, 0)  # an evaluate that failed may have left the cache half-updated
                 raise
         return Translation(
-            text="".join(s.text for s in decoded.steps),
+            text=decoded.text,
             tokens=decoded.steps,
             n_prompt_tokens=len(prompt.tokens),
             n_prefill_tokens=n_prefill,
             finished=decoded.finished,
         )
+
+    def _mask(self, source_text: str, target: Language, n_vocab: int) -> ScriptMask | None:
+        """The tokens this request may not write: those holding letters of a script the target is
+        not written in (`streamst.writing.foreign_letters`), but for a Latin-free target the names
+        and acronyms of the source, whole; None for a target of another script."""
+        letters = foreign_letters(target)
+        if letters is None:
+            return None
+        backend = self.backend
+        ids = self._script_ids.get(letters.pattern)
+        if ids is None:
+            ids = self._script_ids[letters.pattern] = script_token_ids(backend.token_bytes, n_vocab, letters, backend.stop_ids)
+            log.info("%d of %d tokens masked for targets not written in %s", len(ids), n_vocab, letters.pattern[:24])
+        words = kept_latin_words(source_text) if letters is LATIN_LETTER else ()
+        return ScriptMask.keeping(ids, words, backend.tokenize, backend.token_bytes)
+
+    def _retry_copy(
+        self,
+        slot: int,
+        prompt: PromptTokens,
+        logits: np.ndarray,
+        mask: ScriptMask | None,
+        decoded: Decoded,
+        source_text: str,
+    ) -> Decoded:
+        """Decodes again a translation (`decoded`) that copied its source through, with the copied
+        words of three letters or more unable to start; a retry that copies again is not
+        committed (empty)."""
+        backend = self.backend
+        copied = copied_words(decoded.text, source_text)
+        words = sorted({w.lower() for w in copied if len(w) >= 3})
+        log.info("translation copies its source (%d words); retrying without %s", len(copied), ", ".join(words[:8]))
+        ban = word_start_ids(backend.tokenize, words)
+        retry_mask = mask.banning(ban) if mask is not None else ScriptMask(ban)
+        backend.keep(slot, len(prompt.tokens))
+        decoded = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, retry_mask)
+        if copied_words(decoded.text, source_text):
+            log.warning("translation copies its source again; not committed: %r", decoded.text[:80])
+            return Decoded((), False)
+        return decoded
 
 
 class _Slots:
@@ -215,23 +270,35 @@ def prefill(backend: DecoderBackend, slot: int, prompt: PromptTokens, reuse_sour
     return n_evaluated + len(tokens) - n_keep, logits
 
 
-def decode(backend: DecoderBackend, slot: int, logits: np.ndarray, max_new_tokens: int, context: Sequence[int] = ()) -> Decoded:
+def decode(
+    backend: DecoderBackend,
+    slot: int,
+    logits: np.ndarray,
+    max_new_tokens: int,
+    context: Sequence[int] = (),
+    mask: ScriptMask | None = None,
+) -> Decoded:
     """Greedy decoding after `prefill` (whose logits come in `logits`); each step's text holds
     back bytes of a character split across tokens, and whatever is still held at the end goes to
     the last step. A loop ends decoding and its repeats are dropped, also where it repeats the
     end of `context` (the prompt's last tokens: the committed target a request continues), so a
-    loop is not committed again at every step."""
+    loop is not committed again at every step. Tokens the `mask` bans are never chosen (their
+    probability goes to the others)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     steps: list[TokenStep] = []
     recent = list(context[-LOOP_CONTEXT_TOKENS:])  # the prompt's end, then every new token: what a loop repeats
     finished = False
+    text = ""
     while len(steps) < max_new_tokens:
+        if mask is not None:
+            logits = mask.apply(logits, text)
         token_id = int(np.argmax(logits))
         if token_id in backend.stop_ids:
             finished = True
             break
         logprob = float(logits[token_id] - logsumexp(logits))
         steps.append(TokenStep(token_id, decoder.decode(backend.token_bytes(token_id)), logprob))
+        text += steps[-1].text
         recent.append(token_id)
         n_repeated = repeated_tail(recent)
         if n_repeated:

@@ -1,0 +1,107 @@
+"""Scripts in target text: which letters a translation into a language should not hold (Latin
+words in Chinese, Japanese and Korean, except the source's names and acronyms; Chinese, Japanese
+and Korean characters in a Latin-script language), and whether a translation merely copies its
+source. The translator's decode-time mask and the benchmark's leakage metric share these rules.
+
+    >>> sorted(kept_latin_words("Good morning everyone, says Dr. Ehud Ur of the WHO"))
+    ['Dr', 'Ehud', 'Good', 'Ur', 'WHO']
+    >>> from streamst.languages import resolve
+    >>> wrong_script_letters("早上 everyone！", "Good morning everyone", resolve("zh"))
+    (8, 10)
+    >>> wrong_script_letters("Good morning 大家", "大家早上好", resolve("en"))
+    (2, 13)
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from streamst.languages import Language
+
+# Scripts of FLORES-200 codes whose text is not written in Latin letters except for foreign names.
+LATIN_FREE_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Kore", "Hang"})
+
+_LATIN = r"A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"  # ASCII, Latin-1, Latin Extended-A/B
+# A Latin word: Latin letters joined by hyphens or apostrophes ("North-Ecks", "don't").
+LATIN_WORD = re.compile(rf"[{_LATIN}]+(?:['’\-][{_LATIN}]+)*")
+LATIN_LETTER = re.compile(rf"[{_LATIN}]")
+# Han (with extension A and compatibility ideographs), kana, Hangul syllables and jamo.
+CJK_LETTER = re.compile(
+    "[\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF\u3040-\u309F\u30A0-\u30FF\u31F0-\u31FF\uAC00-\uD7AF\u1100-\u11FF\u3130-\u318F]"
+)
+
+COPY_MIN_WORDS = 4  # a translation with this many words or more, names aside, ...
+COPY_MIN_SHARE = 0.8  # ... whose words are this much the source's copies it through untranslated
+
+
+def _script(language: Language) -> str:
+    return (language.flores_code or "_Latn").rpartition("_")[2]
+
+
+def foreign_letters(target: Language) -> re.Pattern[str] | None:
+    """The letters a translation into `target` should not hold (but for the source's names, see
+    `kept_latin_words`): Latin ones for Chinese, Japanese and Korean, Chinese, Japanese and Korean
+    ones for a Latin-script language; None for other scripts."""
+    script = _script(target)
+    if script in LATIN_FREE_SCRIPTS:
+        return LATIN_LETTER
+    return CJK_LETTER if script == "Latn" else None
+
+
+def kept_latin_words(source_text: str) -> frozenset[str]:
+    """Latin words of the source a translation into a Latin-free script may keep: those with a
+    capital letter (names, acronyms; a capitalised sentence start too, which costs little), as
+    written, and the parts of hyphenated ones. Lower-case words ("everyone") are to be translated."""
+    kept: set[str] = set()
+    for match in LATIN_WORD.finditer(source_text):
+        word = match.group()
+        if any(c.isupper() for c in word):
+            kept.add(word)
+            kept.update(part for part in re.split(r"['’\-]", word) if part)
+    return frozenset(kept)
+
+
+def wrong_script_letters(text: str, source_text: str, target: Language) -> tuple[int, int]:
+    """(letters of `text` in a script `target` is not written in, all letters of `text`): their
+    ratio is the share of a translation left in the wrong script. Into Chinese, Japanese or Korean
+    that is Latin words the source does not name (`kept_latin_words`); into a Latin-script
+    language, Chinese, Japanese and Korean characters. Digits, punctuation and spaces count in
+    neither; other targets count (0, letters)."""
+    letters = sum(1 for c in text if unicodedata.category(c).startswith("L"))
+    foreign = foreign_letters(target)
+    if foreign is None:
+        return 0, letters
+    if foreign is CJK_LETTER:
+        return len(CJK_LETTER.findall(text)), letters
+    kept = {w.casefold() for w in kept_latin_words(source_text)}
+    wrong = sum(
+        len(LATIN_LETTER.findall(m.group())) for m in LATIN_WORD.finditer(text) if m.group().casefold() not in kept
+    )
+    return wrong, letters
+
+
+def may_copy(source: Language, target: Language) -> bool:
+    """Whether a translation from `source` into `target` can copy its source through unnoticed by
+    the script mask: two different languages, both written in Latin letters."""
+    return source.code != target.code and _script(source) == _script(target) == "Latn"
+
+
+def copied_words(text: str, source_text: str) -> list[str]:
+    """The words of a translation into a Latin-script language that it took from its (Latin-script)
+    source, names aside (`kept_latin_words`), in the translation's order, when it copies the
+    source through untranslated: at least `COPY_MIN_WORDS` such words, `COPY_MIN_SHARE` of them
+    the source's; else [].
+
+    >>> copied_words("Dr. Ehud Ur, professor of medicine at Dalhousie", "Dr. Ehud Ur, professor of medicine at Dalhousie University")
+    ['professor', 'of', 'medicine', 'at']
+    >>> copied_words("Dr. Ehud Ur, Professor für Medizin an der Dalhousie", "Dr. Ehud Ur, professor of medicine at Dalhousie")
+    []
+    """
+    names = {w.casefold() for w in kept_latin_words(source_text)}
+    words = [w for w in LATIN_WORD.findall(text) if w.casefold() not in names]
+    if len(words) < COPY_MIN_WORDS:
+        return []
+    source_words = {w.casefold() for w in LATIN_WORD.findall(source_text)}
+    shared = [w for w in words if w.casefold() in source_words]
+    return shared if len(shared) >= COPY_MIN_SHARE * len(words) else []

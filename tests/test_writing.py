@@ -1,0 +1,103 @@
+"""Which letters a target should not hold, which source words may stay in it, how a translation's
+wrong-script share is counted, when a translation copies its source; the token masks built from
+those rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamst.languages import resolve
+from streamst.translators.masks import ScriptMask, script_token_ids, word_start_ids
+from streamst.writing import (
+    CJK_LETTER,
+    LATIN_LETTER,
+    copied_words,
+    foreign_letters,
+    kept_latin_words,
+    may_copy,
+    wrong_script_letters,
+)
+
+
+@pytest.mark.parametrize(("code", "letters"), [("zh", LATIN_LETTER), ("ja", LATIN_LETTER), ("ko", LATIN_LETTER),
+                                               ("en", CJK_LETTER), ("de", CJK_LETTER), ("ru", None)])  # fmt: skip
+def test_each_script_has_the_letters_its_translations_should_not_hold(code: str, letters: object) -> None:
+    assert foreign_letters(resolve(code)) is letters
+
+
+def test_names_and_acronyms_of_the_source_may_stay_but_ordinary_words_not() -> None:
+    kept = kept_latin_words("Dr. Ehud Ur, professor of medicine at Dalhousie University, told the BBC in North-Ecks")
+    assert {"Dr", "Ehud", "Ur", "Dalhousie", "University", "BBC", "North-Ecks", "North", "Ecks"} == kept
+    assert kept_latin_words("早上好，everyone") == frozenset()
+
+
+def test_wrong_script_counts_latin_letters_of_words_the_source_does_not_name() -> None:
+    zh = resolve("zh")
+    assert wrong_script_letters("农民 in the North-Ecks Bank", "Farmers in the North-Ecks Bank", zh) == (5, 20)
+    assert wrong_script_letters("BBC报道了42人", "The BBC reported 42 people", zh) == (0, 7)
+    assert wrong_script_letters("", "anything", zh) == (0, 0)
+
+
+def test_wrong_script_in_a_latin_target_counts_chinese_japanese_and_korean_letters() -> None:
+    assert wrong_script_letters("The farmers 晒 wheat in ドイツ", "农民在德国晒小麦", resolve("en")) == (4, 21)
+    assert wrong_script_letters("Привет", "hello", resolve("ru")) == (0, 6)
+
+
+def test_a_copy_is_most_of_a_long_enough_translation_taken_from_its_latin_source() -> None:
+    source = "Dr. Ehud Ur, professor of medicine at Dalhousie University in Halifax"
+    assert copied_words("Dr. Ehud Ur, professor of medicine at Dalhousie University", source)
+    assert not copied_words("Dr. Ehud Ur, Professor für Medizin an der Dalhousie University", source)
+    assert not copied_words("professor of medicine", source), "too short to tell"
+    assert may_copy(resolve("en"), resolve("de")) and may_copy(resolve("es"), resolve("en"))
+    assert not may_copy(resolve("en"), resolve("en")) and not may_copy(resolve("zh"), resolve("en"))
+
+
+def byte_tokens(text: str, special: bool) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def byte_text(token_id: int) -> bytes:
+    return bytes([token_id]) if token_id < 256 else b"<stop>"
+
+
+def test_the_latin_tokens_are_those_with_a_latin_letter() -> None:
+    latin = script_token_ids(byte_text, 257, LATIN_LETTER, keep={256})
+    assert sorted(latin.tolist()) == sorted(map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+
+
+def allowed_after(mask: ScriptMask, text: str) -> str:
+    out = mask.apply(np.zeros(257, dtype=np.float32), text)
+    return "".join(chr(i) for i in range(256) if chr(i).isalpha() and chr(i).isascii() and out[i] == 0)
+
+
+def test_the_mask_lets_a_name_of_the_source_be_written_whole_and_nothing_else() -> None:
+    latin = script_token_ids(byte_text, 257, LATIN_LETTER, keep={256})
+    mask = ScriptMask.keeping(latin, kept_latin_words("good morning, Bob and Bea"), byte_tokens, byte_text)
+    assert allowed_after(mask, "早上好，") == "B", "a name can start"
+    assert allowed_after(mask, "早上好，B") == "eo"
+    assert allowed_after(mask, "早上好，Bo") == "b"
+    assert allowed_after(mask, "早上好，Bob") == "", "a name cannot run on"
+    assert allowed_after(mask, "早上好，Bob ") == "B"
+    assert allowed_after(ScriptMask.keeping(latin, (), byte_tokens, byte_text), "") == ""
+
+
+def test_a_cjk_mask_holds_the_tokens_with_a_chinese_japanese_or_korean_character() -> None:
+    vocab = ["a", "大", "家", "ド", "한", " the", "\u00e4", "。", "1"]
+    ids = script_token_ids(lambda i: vocab[i].encode("utf-8"), len(vocab), CJK_LETTER, keep=())
+    assert ids.tolist() == [1, 2, 3, 4]
+
+
+def test_a_retry_bans_the_first_token_of_each_copied_word_in_both_cases() -> None:
+    vocab = {"the": [1], " the": [2], "The": [3], " The": [4], "farmers": [5, 9], " farmers": [6, 9],
+             "Farmers": [7, 9], " Farmers": [8, 9]}  # fmt: skip
+    ids = word_start_ids(lambda text, special: vocab[text], ["the", "Farmers"]).tolist()
+    assert ids == [1, 2, 3, 4, 6, 8], "'farm' without a space may be inside another word"
+
+
+def test_masking_copies_the_logits_and_leaves_the_backend_buffer_alone() -> None:
+    logits = np.arange(5, dtype=np.float32)
+    out = ScriptMask(np.array([4])).apply(logits, "")
+    assert int(np.argmax(out)) == 3 and out[4] == -np.inf and logits[4] == 4.0
+    more = ScriptMask(np.array([4])).banning(np.array([3]))
+    assert int(np.argmax(more.apply(logits, ""))) == 2
