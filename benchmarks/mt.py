@@ -69,7 +69,9 @@ def translate_corpus(
         n_unfinished += not translation.finished
         if on_sentence is not None:
             on_sentence()
-    quality = quality_scores(hypotheses, [s.reference for s in sentences], pair.target)
+    quality = quality_scores(
+        hypotheses, [s.reference for s in sentences], pair.target, [s.source for s in sentences]
+    )
     log.info(
         "%s %s: BLEU %.1f chrF %.1f on %d sentences", dataset, pair.name, quality.bleu, quality.chrf, len(sentences)
     )

@@ -63,6 +63,11 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
+def _share(value: float | None) -> str:
+    """A small share to a tenth of a percent; "–" where it was not measured."""
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -80,7 +85,7 @@ def _knob(run: RunScores) -> str:
 
 QUALITY_HEADER = (
     "system", "knob", "pair", "segments", "BLEU", "offline BLEU", "BLEU retention",
-    "chrF", "offline chrF", "chrF retention", "failed",
+    "chrF", "offline chrF", "chrF retention", "wrong script", "failed",
 )  # fmt: skip
 
 LATENCY_HEADER = (
@@ -89,7 +94,10 @@ LATENCY_HEADER = (
     "offline RTF",
 )  # fmt: skip
 
-MT_HEADER = ("dataset", "pair", "sentences", "BLEU", "chrF", "tok/s", "s/sentence", "cut by cap", "BLEU signature")
+MT_HEADER = (
+    "dataset", "pair", "sentences", "BLEU", "chrF", "wrong script", "tok/s", "s/sentence", "cut by cap",
+    "BLEU signature",
+)  # fmt: skip
 
 
 def quality_table(runs: Sequence[RunScores]) -> str:
@@ -101,6 +109,7 @@ def quality_table(runs: Sequence[RunScores]) -> str:
                 r.system, _knob(r), r.pair, str(r.n_segments),
                 _num(r.quality.bleu), _num(offline.bleu if offline else None), _percent(r.bleu_retention),
                 _num(r.quality.chrf), _num(offline.chrf if offline else None), _percent(r.chrf_retention),
+                _share(r.quality.wrong_script),
                 f"{len(r.errors)} / {len(r.offline_errors)} offline" if r.errors or r.offline_errors else "0",
             )
         )  # fmt: skip
@@ -178,7 +187,7 @@ def mt_table(scores: Sequence[MTScores]) -> str:
     rows = [
         (
             m.dataset, m.pair, str(m.n_sentences), _num(m.quality.bleu), _num(m.quality.chrf),
-            _num(m.tokens_per_s), _num(m.mean_sentence_s, 2), str(m.n_unfinished), f"`{m.quality.bleu_signature}`",
+            _share(m.quality.wrong_script), _num(m.tokens_per_s), _num(m.mean_sentence_s, 2), str(m.n_unfinished), f"`{m.quality.bleu_signature}`",
         )
         for m in scores
     ]  # fmt: skip

@@ -33,6 +33,7 @@ from streamst.languages import Language
 from streamst.metrics import Erasure, InstanceTrace, LatencyScores, QualityScore
 from streamst.sessions.base import SessionStats
 from streamst.types import Event, FinalEvent
+from streamst.writing import foreign_letters, wrong_script_letters
 
 log = logging.getLogger("streamst.benchmarks.scoring")
 
@@ -110,6 +111,7 @@ class ScoredSegment:
 
     trace: InstanceTrace
     speech_start_ms: float  # start of the first engine segment scored against it
+    source_text: str = ""  # what is said in the reference segment
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def scored_segments(
             source=(instance.source_label if len(references) == 1 else f"{instance.source_label}#{offset}",),
         )
         speech_start_ms = min((s.start_ms for s in outputs), default=start_ms) - start_ms
-        scored.append(ScoredSegment(trace, max(0.0, speech_start_ms)))
+        scored.append(ScoredSegment(trace, max(0.0, speech_start_ms), reference.source_text))
     return scored
 
 
@@ -275,6 +277,7 @@ class QualityScores:
     chrf: float
     bleu_signature: str
     chrf_signature: str
+    wrong_script: float | None = None  # Latin-free targets: share of letters in Latin words the source lacks
 
 
 @dataclass(frozen=True)
@@ -313,11 +316,24 @@ class RunScores:
         return f"{self.mode}/{self.policy}" + (" (wall 1x)" if self.clock == "wall" else "")
 
 
-def quality_scores(hypotheses: Sequence[str], references: Sequence[str], target: Language) -> QualityScores:
-    """BLEU with the target's tokenizer and chrF, via sacrebleu."""
+def quality_scores(
+    hypotheses: Sequence[str], references: Sequence[str], target: Language, sources: Sequence[str] | None = None
+) -> QualityScores:
+    """BLEU with the target's tokenizer and chrF, via sacrebleu; with the `sources` given, for a
+    target in Latin or Chinese/Japanese/Korean script, the share of the hypotheses' letters left
+    in the wrong script."""
     bleu: QualityScore = metrics.bleu(hypotheses, references, target.code)
     chrf: QualityScore = metrics.chrf(hypotheses, references)
-    return QualityScores(bleu.score, chrf.score, bleu.signature, chrf.signature)
+    wrong = wrong_script_share(hypotheses, sources, target) if sources is not None and foreign_letters(target) else None
+    return QualityScores(bleu.score, chrf.score, bleu.signature, chrf.signature, wrong)
+
+
+def wrong_script_share(hypotheses: Sequence[str], sources: Sequence[str], target: Language) -> float:
+    """Letters in Latin words a source does not let its translation keep, over all letters, pooled
+    over the corpus (`streamst.writing.wrong_script_letters`); 0 for an empty corpus."""
+    counts = [wrong_script_letters(h, s, target) for h, s in zip(hypotheses, sources, strict=True)]
+    letters = sum(n for _, n in counts)
+    return sum(w for w, _ in counts) / letters if letters else 0.0
 
 
 def retention(streaming: float, offline: float) -> float | None:
@@ -331,6 +347,10 @@ def hypotheses_of(segments: Sequence[ScoredSegment]) -> list[str]:
 
 def references_of(segments: Sequence[ScoredSegment]) -> list[str]:
     return [s.trace.reference or "" for s in segments]
+
+
+def sources_of(segments: Sequence[ScoredSegment]) -> list[str]:
+    return [s.source_text for s in segments]
 
 
 def mean_first_commit_ms(segments: Sequence[ScoredSegment], computation_aware: bool) -> float | None:

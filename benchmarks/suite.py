@@ -31,6 +31,7 @@ from streamst.benchmarks.scoring import (
     references_of,
     retention,
     scored_segments,
+    sources_of,
     step_counts,
 )
 
@@ -81,7 +82,7 @@ def _score_outputs(
     for instance, output in zip(instances, outputs, strict=True):
         segments += scored_segments(output, instance, pair.target, len(segments))
     write_simuleval_output(log_dir, [s.trace for s in segments])
-    quality = quality_scores(hypotheses_of(segments), references_of(segments), pair.target)
+    quality = quality_scores(hypotheses_of(segments), references_of(segments), pair.target, sources_of(segments))
     return _Scored(segments, quality, list(outputs))
 
 

@@ -11,6 +11,7 @@ from streamst.benchmarks import runner
 from streamst.benchmarks.datasets import ReferenceSegment, SpeechInstance, parse_pairs
 from streamst.benchmarks.runner import RunSpec, StreamSettings, live_options, stream_instance
 from streamst.benchmarks.scoring import (
+    quality_scores,
     CallRecord,
     CommitTracker,
     OutputSegment,
@@ -281,3 +282,11 @@ def test_a_failing_engine_call_ends_only_that_instance(monkeypatch: pytest.Monke
     output = stream_instance(engine, instance, run, StreamSettings(chunk_ms=20))
     assert output.error == "ValueError: The maximum decoding length must be > 0"
     assert [u.text for s in output.segments for u in s.units] == ["Hallo"]
+
+
+def test_wrong_script_is_pooled_over_letters_and_only_for_scripts_it_applies_to() -> None:
+    zh = quality_scores(["早上 everyone！", "Bob来了"], ["早上好，大家！", "鲍勃来了"], resolve("zh"),
+                        ["Good morning everyone!", "Bob is here"])  # fmt: skip
+    assert zh.wrong_script == pytest.approx(8 / (10 + 5))
+    assert quality_scores(["Привет"], ["Привет"], resolve("ru"), ["hello"]).wrong_script is None
+    assert quality_scores(["早上好"], ["早上好"], resolve("zh")).wrong_script is None, "no sources, not measured"
