@@ -9,6 +9,7 @@ streamst-bench compare out/before out/after     # same committed text per instan
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from streamst.cores import default_concurrency, default_threads
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
+from streamst.presets import add_translator_arguments, translator_model
 from streamst.translators.llama_cpp import LlamaOptions
 
 log = logging.getLogger("streamst.benchmarks.cli")
@@ -73,6 +75,7 @@ def _add_profile(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--translator-slots", type=_positive_int, default=LlamaOptions().n_streams,
                    help="streams whose translator prompts stay cached at once (default: %(default)s; "
                         "1: one KV cache that every stream's request replaces)")  # fmt: skip
+    add_translator_arguments(p)
     p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
     p.add_argument("--output", "-o", required=True, help="output folder: profile.txt, profile.json")
     p.set_defaults(func=cmd_profile)
@@ -108,6 +111,18 @@ def _add_common(p: argparse.ArgumentParser, default_pairs: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=_positive_int, default=default_threads(),
                    help="threads per model call (default: %(default)s, half the cores)")  # fmt: skip
+    add_translator_arguments(p)
+    p.add_argument("--no-target-fidelity", dest="target_fidelity", action="store_false",
+                   help="translate without the wrong-script token mask and the retry of copies of the source, "
+                        "to measure what they do")  # fmt: skip
+
+
+def _engine_config(args: argparse.Namespace, llama: LlamaOptions | None = None) -> EngineConfig:
+    """The engine the options ask for: threads per call, decoder, and its options."""
+    llama = llama or LlamaOptions()
+    if not getattr(args, "target_fidelity", True):
+        llama = dataclasses.replace(llama, target_fidelity=False)
+    return EngineConfig(n_threads=args.threads, translator_model=translator_model(args.translator, args.quality), llama=llama)
 
 
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
@@ -293,7 +308,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     settings = StreamSettings(clock=args.clock, chunk_ms=args.chunk_ms)
     instances = datasets.load_speech(args.dataset, pairs, limit=args.limit, root=args.data_dir)
     plan = SuitePlan(tuple(specs), instances, settings, offline=not args.no_offline)
-    config = EngineConfig(n_threads=args.threads)
+    config = _engine_config(args)
     engine = Engine(config)
     engine.load()
     output = Path(args.output)
@@ -334,7 +349,7 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     pairs = datasets.parse_pairs(args.pairs)
     corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
-    config = EngineConfig(n_threads=args.threads)
+    config = _engine_config(args)
     translator = Engine(config).load().translator
     output = Path(args.output)
     hypotheses_dir = output / "mt" / args.dataset
@@ -445,7 +460,7 @@ def cmd_profile(args: argparse.Namespace, argv: Sequence[str]) -> int:
     clips = datasets.load_speech(datasets.FLEURS_MINI, [pair], root=args.data_dir)[pair.name]
     if len(clips) < max(levels):
         raise UsageError(f"{pair.name} has {len(clips)} FLEURS-mini clips; ask for at most that many streams")
-    engine = Engine(EngineConfig(n_threads=args.threads, llama=LlamaOptions(n_streams=args.translator_slots)))
+    engine = Engine(_engine_config(args, LlamaOptions(n_streams=args.translator_slots)))
     engine.load()
     rounds = []
     for n in levels:

@@ -22,6 +22,7 @@ from streamst.cores import check_budget
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import StreamstError
 from streamst.options import MODES
+from streamst.presets import add_translator_arguments, translator_model
 from streamst.server.access import WILDCARD_HOSTS
 from streamst.server.app import App
 from streamst.server.config import DEFAULT_PORT, FUNASR_PORT, ServerConfig
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--threads", type=int, default=EngineConfig().n_threads,
                         help="threads per model call (%(default)s: half the cores)")  # fmt: skip
     engine.add_argument("--lazy", action="store_true", help="load the models with the first session, not at startup")
+    add_translator_arguments(engine)
     logs = parser.add_argument_group("logging")
     logs.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     logs.add_argument("--log-json", action="store_true", help="one JSON object per log line")
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         check_budget(args.threads, config.limits.model_concurrency)
-        asyncio.run(serve(App(Engine(EngineConfig(n_threads=args.threads)), config)))
+        translator = translator_model(args.translator, args.quality)
+        asyncio.run(serve(App(Engine(EngineConfig(n_threads=args.threads, translator_model=translator)), config)))
     except StreamstError as e:
         print(f"streamst-server: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -24,6 +24,7 @@ from streamst.encoders.whisper import WhisperEncoder, WhisperOptions
 from streamst.errors import LanguageError, ModelError, OptionsError
 from streamst.languages import Language, resolve
 from streamst.options import DEFAULT_MODE, mode_spec
+from streamst.presets import DEFAULT_QUALITY, QUALITY_PRESETS
 from streamst.punctuation import PassThroughPunctuator
 from streamst.sessions.base import Components, SegmentedSession, SessionOptions
 from streamst.sessions.cascade import CascadeSession
@@ -42,8 +43,8 @@ class EngineConfig:
     vad_model: str = "silero-vad"  # registry name of the VAD model
     encoder_model: str = "whisper-base"  # registry name of the speech encoder
     sensevoice_model: str = "sensevoice-small"  # serves zh/en/yue/ja/ko instead once pulled; "" = never
-    translator_model: str = "qwen2.5-coder-0.5b-instruct-q4km"  # registry name of the decoder
-    translator_file: str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # the GGUF inside it
+    translator_model: str = QUALITY_PRESETS[DEFAULT_QUALITY]  # registry name of the decoder
+    translator_file: str = ""  # the GGUF inside it; "" = the model's only .gguf file
     translator_backend: str = "llama.cpp"  # llama.cpp (GGUF, CPU) | transformers (torch, GPU)
     n_threads: int = field(default_factory=default_threads)  # threads of each model call (VAD: 1); see streamst.cores
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
@@ -157,13 +158,23 @@ class Engine:
             log.info("loading translator %s (transformers) from %s", name, path)
             with _pull_hint(name):
                 return TransformersTranslator(path)
-        path = registry.model_file(name, self.config.translator_file)
+        path = registry.model_file(name, self.config.translator_file or _only_gguf(name))
         log.info("loading translator %s from %s (%d threads)", name, path, self.config.n_threads)
         with _pull_hint(name):
             return LlamaCppTranslator(path, self.config.llama, n_threads=self.config.n_threads)
 
 
 TRANSLATOR_BACKENDS = ("llama.cpp", "transformers")
+
+
+def _only_gguf(model: str) -> str:
+    files = [f.path for f in registry.get_manifest(model).files if f.path.endswith(".gguf")]
+    if len(files) != 1:
+        raise OptionsError(
+            f"model {model!r} has {len(files)} .gguf files ({', '.join(files) or 'none'}); "
+            "the llama.cpp translator needs exactly one, or translator_file naming it"
+        )
+    return files[0]
 
 
 @contextlib.contextmanager

@@ -111,3 +111,10 @@ def test_corrupt_model_file(tmp_path):
     audio = write_wav(tmp_path / "a.wav", np.zeros(16_000))
     result = run_cli("translate", str(audio), "-s", "en", "-t", "zh", env={"STREAMST_HOME": str(home)})
     assert_one_line_error(result, "silero", "streamst models pull")
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "silero-vad"])
+def test_a_translator_that_is_not_one(tmp_path, name):
+    audio = write_wav(tmp_path / "tone.wav", np.zeros(16_000))
+    result = run_cli("translate", str(audio), "-s", "en", "-t", "zh", "--translator", name)
+    assert_one_line_error(result, name, "qwen2.5-coder-0.5b-instruct-q4km", "qwen2.5-coder-1.5b-instruct-q4km")

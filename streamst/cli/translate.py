@@ -16,6 +16,7 @@ from streamst.audio import decode_audio
 from streamst.clock import WallClock
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import AudioError, OptionsError
+from streamst.presets import add_translator_arguments, translator_model
 from streamst.options import DEFAULT_MODE, MODES, SessionOptions, policy_spec, session_options
 from streamst.subtitles import VTT_HEADER, srt_cue, vtt_cue
 from streamst.types import SAMPLE_RATE_HZ, Event, FinalEvent, ms_to_samples
@@ -47,11 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-segment-ms", type=int, default=VADOptions.max_segment_ms, help="longest segment")
     p.add_argument("--vad-threshold", type=float, default=VADOptions.threshold, help="speech probability")
     p.add_argument("--encoder", default=EngineConfig.encoder_model, help="speech encoder model name")
+    add_translator_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     Engine.check_pair(args.source, args.target)
+    translator = translator_model(args.translator, args.quality)
     options = session_options(
         args.mode,
         policy=args.policy,
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_ms < 10:
         raise AudioError(f"--chunk-ms must be at least 10, got {args.chunk_ms}")
     audio = decode_audio(args.audio)
-    engine = Engine(EngineConfig(encoder_model=args.encoder))
+    engine = Engine(EngineConfig(encoder_model=args.encoder, translator_model=translator))
     engine.load()
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:

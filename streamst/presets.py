@@ -1,0 +1,44 @@
+"""Which decoder translates: a quality preset (`--quality fast|best`) or a registry name
+(`--translator NAME`), shared by the command-line tools.
+
+`fast` is the 0.5B decoder every default setup pulls; `best` the 1.5B one (`streamst models pull
+best`), about three times the cost per token (`benchmarks/RESULTS.md` has both measured)."""
+
+from __future__ import annotations
+
+import argparse
+
+from streamst.errors import OptionsError
+from streamst.registry.catalog import catalog
+
+QUALITY_PRESETS = {
+    "fast": "qwen2.5-coder-0.5b-instruct-q4km",
+    "best": "qwen2.5-coder-1.5b-instruct-q4km",
+}
+DEFAULT_QUALITY = "fast"
+
+
+def add_translator_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--quality", choices=sorted(QUALITY_PRESETS), default=None,
+        help=f"translation quality preset: fast ({QUALITY_PRESETS['fast']}) or best "
+        f"({QUALITY_PRESETS['best']}, slower; pull it with `streamst models pull best`); default {DEFAULT_QUALITY}",
+    )
+    parser.add_argument(
+        "--translator", metavar="MODEL", default=None,
+        help="registry name of the decoder (see `streamst models list`); overrides --quality",
+    )
+
+
+def translator_model(translator: str | None, quality: str | None) -> str:
+    """The registry name of the decoder chosen by `--translator` (a translator model) or else
+    `--quality`; a clear OptionsError for anything else."""
+    if translator:
+        translators = sorted(name for name, m in catalog().manifests.items() if m.role == "translator")
+        if translator not in translators:
+            raise OptionsError(f"--translator {translator!r} is not a translator model; choose one of: {', '.join(translators)}")
+        return translator
+    quality = quality or DEFAULT_QUALITY
+    if quality not in QUALITY_PRESETS:
+        raise OptionsError(f"unknown quality preset {quality!r}; choose one of: {', '.join(sorted(QUALITY_PRESETS))}")
+    return QUALITY_PRESETS[quality]
