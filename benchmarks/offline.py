@@ -68,7 +68,7 @@ def transcribe_whole(components: Components, audio: np.ndarray, pair: Pair) -> l
     prompt = ""
     for window in plan_windows(duration_ms, gaps):
         piece = audio[window.start_ms * SAMPLES_PER_MS : window.end_ms * SAMPLES_PER_MS]
-        transcript = components.encoder.transcribe(piece, pair.source.whisper_code, window.start_ms, prompt)
+        transcript = components.encoder.transcribe(piece, pair.source.whisper_code, window.start_ms, prompt, final=True)
         words += components.punctuator.punctuate(transcript.words, pair.source.code)
         prompt = transcript.text
     return words

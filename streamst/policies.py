@@ -53,7 +53,7 @@ class PolicyState:
     tentative_source: str  # the latest hypothesis after them
     committed_target: str  # target text already committed in this segment
     proposal: Proposal  # the decoder's continuation after `committed_target`
-    history: tuple[str, ...]  # earlier full targets (committed + proposal), oldest first
+    history: tuple[str, ...]  # earlier full targets (committed + proposal) of other source texts, oldest first
     target_unit: Literal["word", "char"]
 
 
@@ -136,7 +136,9 @@ class WaitK(Policy):
 @dataclass(frozen=True)
 class TargetAgreement(Policy):
     """LocalAgreement on the target (Polák et al. 2022): translate the whole source so far at
-    every step and commit the prefix that the last n full targets agree on."""
+    every step and commit the prefix that the last n full targets agree on, each a translation of
+    a different source text (a source that did not change gives the same translation again, so it
+    is no evidence: "by 25 to" heard twice must not commit "25到年")."""
 
     n: int = 2
     lookahead_tokens: int = 16  # the most tokens decoded per step; agreement grows step by step

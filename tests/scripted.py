@@ -92,7 +92,9 @@ class ScriptedEncoder(SpeechEncoder):
     def supports(self, language: str) -> bool:
         return True
 
-    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", final: bool = False
+    ) -> Transcript:
         end_ms = window_start_ms + len(audio) // SAMPLES_PER_MS
         self.calls.append(EncoderCall(window_start_ms, end_ms, prompt))
         words = [w for w in self.script if w.start_ms >= window_start_ms and w.start_ms < end_ms]

@@ -187,6 +187,19 @@ def test_the_recogniser_gets_the_committed_source_as_context():
     assert {c.prompt for c in session.components.encoder.calls} == {""}
 
 
+def test_local_agreement_does_not_count_a_translation_of_an_unchanged_source_as_agreement():
+    # "Hello" takes 2 s to say: step after step the recogniser hears the same unfinished guess,
+    # whose translations agree only because their source is the same.
+    talk = (*spoken("Hello", 200, word_ms=2_000), *spoken("world this is a test.", 2_250))
+    translator = ScriptedTranslator()
+    events = run(direct(translator, script=talk), audio_for(talk, 5_000))
+    sources = [call.source_text for call in translator.calls]
+    assert any(a == b for a, b in zip(sources, sources[1:])), "the same source was translated twice in a row"
+    early = [e for e in events if isinstance(e, PartialEvent) and e.committed_delta and e.audio_ms <= talk[0].end_ms]
+    assert early == [], early
+    assert finals(events)[-1].committed_text.endswith("WORLD THIS IS A TEST.")
+
+
 def test_the_translator_sees_a_stream_id_and_keeps_no_session_alive():
     translator = ScriptedTranslator()
     session = direct(translator)

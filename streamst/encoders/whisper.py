@@ -38,6 +38,7 @@ DEFAULT_PROMPTS = {"zh": "以下是普通话的句子。"}
 class WhisperOptions:
     compute_type: str = "int8"  # CTranslate2 quantisation on CPU
     beam_size: int = 1  # 1 = greedy; larger is slower and a little more accurate
+    final_beam_size: int = 5  # the last transcription of a closed segment: once per segment, so a beam
     no_speech_threshold: float = 0.6  # with a low log-prob, a window this likely silent gives no text
     log_prob_threshold: float = -1.0  # average token log-prob below which no-speech may apply
     max_repeats: int = 3  # an n-gram may repeat back to back this often before the loop is cut
@@ -46,8 +47,8 @@ class WhisperOptions:
     fit_window: bool = True  # encode the window as it is, not padded to 30 s
 
     def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise OptionsError(f"beam_size must be at least 1, got {self.beam_size}")
+        if self.beam_size < 1 or self.final_beam_size < 1:
+            raise OptionsError(f"beam sizes must be at least 1, got {self.beam_size} and {self.final_beam_size}")
 
 
 CHAR_LANGUAGES = frozenset({"zh", "ja", "ko", "yue"})
@@ -82,13 +83,16 @@ class WhisperEncoder(SpeechEncoder):
     def supports(self, language: str) -> bool:
         return language in self._languages
 
-    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", final: bool = False
+    ) -> Transcript:
         if not self.supports(language):
             raise OptionsError(f"Whisper cannot transcribe language {language!r}")
         audio_ms = int(len(audio) * 1000 / SAMPLE_RATE_HZ)
         if audio_ms > MAX_WINDOW_S * 1000:
             raise OptionsError(f"a Whisper window holds at most {MAX_WINDOW_S} s, got {audio_ms} ms")
-        words = self._decode(audio.astype(np.float32, copy=False), language, prompt)
+        beam_size = self.options.final_beam_size if final else self.options.beam_size
+        words = self._decode(audio.astype(np.float32, copy=False), language, prompt, beam_size)
         if prompt and _repeats_prompt(words, prompt):
             log.debug("dropped a transcript that repeats its context prompt: %r", "".join(w.text for w in words))
             words = ()
@@ -100,7 +104,7 @@ class WhisperEncoder(SpeechEncoder):
         )
         return Transcript(shifted, language, window_start_ms, window_start_ms + audio_ms)
 
-    def _decode(self, audio: np.ndarray, language: str, prompt: str) -> tuple[Word, ...]:
+    def _decode(self, audio: np.ndarray, language: str, prompt: str, beam_size: int) -> tuple[Word, ...]:
         """Encode the window as it is (plus a little silence) rather than padded to 30 s: several
         times cheaper for the short windows of streaming, with the same text and word times."""
         o = self.options
@@ -119,7 +123,7 @@ class WhisperEncoder(SpeechEncoder):
                 result = self._model.model.generate(
                     encoder_output,
                     [prompt_tokens],
-                    beam_size=o.beam_size,
+                    beam_size=beam_size,
                     max_length=min(MAX_TEXT_TOKENS, len(prompt_tokens) + self._max_new_tokens(len(audio))),
                     return_scores=True,
                     return_no_speech_prob=True,

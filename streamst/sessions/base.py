@@ -100,7 +100,7 @@ class OpenSentence:
 
     start_ms: int
     committed_target: str = ""  # target text committed for it (the direct path only)
-    history: list[str] = field(default_factory=list)  # earlier full targets proposed for it
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier (source, full target) proposals
     compute_ms: float = 0.0  # session-clock time its steps took
     fallback_reason: str = ""  # why its segment stopped stepping; "" while it steps
     shown: bool = False  # a partial was emitted for it
@@ -266,7 +266,7 @@ class SegmentedSession(ABC):
         words: tuple[Word, ...] = ()
         min_speech_ms = self.options.vad.min_speech_ms
         if closed.speech_ms >= min_speech_ms and end_ms - self._window_start_ms >= min_speech_ms:
-            words = self.close_words(self.transcribe(self._window_start_ms, end_ms))
+            words = self.close_words(self.transcribe(self._window_start_ms, end_ms, final=True))
         events: list[Event] = [
             self._sentence_final(sentence.words, first=i == 0) for i, sentence in enumerate(split_sentences(words))
         ]
@@ -280,12 +280,13 @@ class SegmentedSession(ABC):
 
     # helpers for modes ----------------------------------------------------------------------------
 
-    def transcribe(self, start_ms: int, end_ms: int) -> tuple[Word, ...]:
-        """The recogniser's punctuated words for the audio between two stream times."""
+    def transcribe(self, start_ms: int, end_ms: int, final: bool = False) -> tuple[Word, ...]:
+        """The recogniser's punctuated words for the audio between two stream times; `final`: the
+        last transcription of a closed segment (Whisper searches it with a beam)."""
         audio = self._buffer.slice_ms(start_ms, end_ms)
         prompt = self._context if self.options.context_prompt else ""
         with span("transcribe"):
-            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt)
+            transcript = self.components.encoder.transcribe(audio, self.source.whisper_code, start_ms, prompt, final)
             return self.components.punctuator.punctuate(transcript.words, self.source.code)
 
     def translate(

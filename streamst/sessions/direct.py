@@ -115,11 +115,12 @@ class DirectSession(SegmentedSession):
                     tentative_source=tentative,
                     committed_target=sentence.committed_target,
                     proposal=proposal,
-                    history=tuple(sentence.history),
+                    # Another translation of the same source agrees with this one by construction.
+                    history=tuple(target for source, target in sentence.history if source != source_text),
                     target_unit=unit,
                 )
             )
-        sentence.history.append(sentence.committed_target + proposal.text)
+        sentence.history.append((source_text, sentence.committed_target + proposal.text))
         delta = action.text if isinstance(action, Write) else ""
         sentence.committed_target += delta
         return self.partial(

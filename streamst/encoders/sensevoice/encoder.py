@@ -112,7 +112,9 @@ class SenseVoiceEncoder(SpeechEncoder):
     def supports(self, language: str) -> bool:
         return language in SENSEVOICE_LANGUAGES
 
-    def transcribe(self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: np.ndarray, language: str, window_start_ms: int, prompt: str = "", final: bool = False
+    ) -> Transcript:
         """SenseVoice takes no text prompt; `prompt` is accepted for the interface and ignored."""
         return self.recognize(audio, language, window_start_ms).transcript
 
