@@ -116,7 +116,7 @@ def test_a_split_character_is_held_back_until_complete(tiny_qwen: Path, monkeypa
     translator = TransformersTranslator(tiny_qwen, TransformersOptions(device="cpu"))
     backend = translator.backend
     tokenizer = backend.tokenizer
-    script = tokenizer("龍 ok", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    script = tokenizer("龍 42", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     assert len(tokenizer("龍", add_special_tokens=False)["input_ids"]) == 3, "龍 is three byte tokens here"
     calls: list[list[int]] = []
 
@@ -130,7 +130,7 @@ def test_a_split_character_is_held_back_until_complete(tiny_qwen: Path, monkeypa
     monkeypatch.setattr(backend, "evaluate", scripted_evaluate)
     result = translator.translate("dragon", EN, ZH, max_new_tokens=10)
     assert [s.text for s in result.tokens][:3] == ["", "", "龍"]
-    assert result.text == "龍 ok" and result.finished
+    assert result.text == "龍 42" and result.finished
 
 
 def test_token_bytes_round_trip_cjk_text(translator: TransformersTranslator) -> None:
