@@ -157,6 +157,9 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
         "--curve-metric", choices=("bleu", "chrf"), help="plot only this retention (default: BLEU and chrF)"
     )
     p.add_argument("--note", action="append", default=[], help="a line about the machine or conditions (repeatable)")
+    p.add_argument("--label", action="append", default=[],
+                   help="a name for each folder, in their order, shown beside its runs (repeatable; e.g. "
+                        "to compare two revisions or decoders run with the same settings)")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
 
@@ -376,7 +379,11 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from streamst.benchmarks.plot import draw_curve
 
-    loaded = tuple(results.load(folder) for folder in args.folders)
+    if args.label and len(args.label) != len(args.folders):
+        raise UsageError(f"give one --label per folder: {len(args.folders)} folders, {len(args.label)} labels")
+    loaded = tuple(
+        _labelled(results.load(folder), label) for folder, label in zip(args.folders, args.label or [""] * len(args.folders))
+    )
     results_path = Path(args.results)
     curve_path = Path(args.curve) if args.curve else results_path.with_name(CURVE_NAME)
     runs = [r for res in loaded for r in res.runs]
@@ -393,6 +400,16 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results_path.write_text(report.results_document(document), encoding="utf-8")
     print(f"{PROG}: wrote {results_path}" + (f" and {curve_path}" if runs else ""), file=sys.stderr)
     return 0
+
+
+def _labelled(bench: results.BenchResults, label: str) -> results.BenchResults:
+    if not label:
+        return bench
+    return dataclasses.replace(
+        bench,
+        runs=tuple(dataclasses.replace(r, label=label) for r in bench.runs),
+        mt=tuple(dataclasses.replace(m, label=label) for m in bench.mt),
+    )
 
 
 def default_knobs() -> dict[str, float]:

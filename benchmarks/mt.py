@@ -32,6 +32,7 @@ class MTScores:
     n_prefill_tokens: int  # prompt tokens evaluated (the rest came from the KV cache)
     translate_s: float  # total time in translate()
     n_unfinished: int  # translations cut by the token cap rather than ended by the model
+    label: str = ""  # the name a report gives the folder it came from (`report --label`)
 
     @property
     def tokens_per_s(self) -> float:

@@ -186,7 +186,7 @@ STEPS_NOTE = (
 def mt_table(scores: Sequence[MTScores]) -> str:
     rows = [
         (
-            m.dataset, m.pair, str(m.n_sentences), _num(m.quality.bleu), _num(m.quality.chrf),
+            m.dataset + (f" [{m.label}]" if m.label else ""), m.pair, str(m.n_sentences), _num(m.quality.bleu), _num(m.quality.chrf),
             _share(m.quality.wrong_script), _num(m.tokens_per_s), _num(m.mean_sentence_s, 2), str(m.n_unfinished), f"`{m.quality.bleu_signature}`",
         )
         for m in scores

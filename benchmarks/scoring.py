@@ -309,11 +309,17 @@ class RunScores:
     offline_errors: tuple[str, ...] = ()  # the same for the offline run
     committed_erasure: float = 0.0  # normalized erasure of committed text, in characters; 0 by contract
     steps: SessionStats | None = None  # the sessions' steps, summed over the streams
+    label: str = ""  # the name a report gives the folder it came from (`report --label`)
 
     @property
     def system(self) -> str:
-        """``mode/policy``, marked ``(wall 1x)`` for wall-clock runs: one line of the curve."""
-        return f"{self.mode}/{self.policy}" + (" (wall 1x)" if self.clock == "wall" else "")
+        """``mode/policy``, marked ``(wall 1x)`` for wall-clock runs and with the report's label
+        of its folder: one line of the curve."""
+        return (
+            f"{self.mode}/{self.policy}"
+            + (" (wall 1x)" if self.clock == "wall" else "")
+            + (f" [{self.label}]" if self.label else "")
+        )
 
 
 def quality_scores(
@@ -329,8 +335,8 @@ def quality_scores(
 
 
 def wrong_script_share(hypotheses: Sequence[str], sources: Sequence[str], target: Language) -> float:
-    """Letters in Latin words a source does not let its translation keep, over all letters, pooled
-    over the corpus (`streamst.writing.wrong_script_letters`); 0 for an empty corpus."""
+    """Letters in a script the target is not written in, over all letters, pooled over the corpus
+    (`streamst.writing.wrong_script_letters`); 0 for an empty corpus."""
     counts = [wrong_script_letters(h, s, target) for h, s in zip(hypotheses, sources, strict=True)]
     letters = sum(n for _, n in counts)
     return sum(w for w, _ in counts) / letters if letters else 0.0

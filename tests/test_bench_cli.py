@@ -94,6 +94,19 @@ def test_report_writes_results_and_curve(tmp_path: Path) -> None:
     assert f"streamst-bench report {tmp_path / 'a'}" in text
 
 
+def test_report_labels_tell_folders_with_the_same_settings_apart(capsys, tmp_path: Path) -> None:
+    for name in ("before", "after"):
+        results.save(results.BenchResults(meta(f"streamst-bench mt -o {name}", clock=""), mt=MT), tmp_path / name)
+    target = tmp_path / "R.md"
+    folders = [str(tmp_path / "before"), str(tmp_path / "after")]
+    assert main(["report", *folders, "--results", str(target), "--label", "today", "--label", "fidelity"]) == 0
+    text = target.read_text(encoding="utf-8")
+    assert f"| {MT[0].dataset} [today] | {MT[0].pair} |" in text and f"| {MT[0].dataset} [fidelity] |" in text
+    capsys.readouterr()
+    err = one_line_error(capsys, ["report", *folders, "--results", str(target), "--label", "today"])
+    assert "one --label per folder" in err
+
+
 def test_run_specs_cover_every_combination() -> None:
     pairs = parse_pairs("en-de,de-en")
     specs = run_specs("cascade", "sentence,segment", "500,1000", pairs)
