@@ -89,7 +89,7 @@ def offline_instance(components: Components, instance: SpeechInstance, pair: Pai
         all_units += texts
         units = tuple(TimedUnit(text, audio_ms, audio_ms + compute_ms) for text in texts)
         if units:
-            segments.append(OutputSegment(units, sentence.start_ms, sentence.end_ms))
+            segments.append(OutputSegment(units, sentence.start_ms, sentence.end_ms, sentence.text))
     log.debug("offline %s: %d sentence(s) in %.0f ms", instance.id, len(sentences), compute_ms)
     return StreamOutput(
         instance.id,

@@ -58,6 +58,7 @@ class OutputSegment:
     units: tuple[TimedUnit, ...]
     start_ms: float  # source span of the segment, on the instance's timeline
     end_ms: float
+    source_text: str = ""  # what the engine heard in it (its last event's source text)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ class ScoredSegment:
 
     trace: InstanceTrace
     speech_start_ms: float  # start of the first engine segment scored against it
-    source_text: str = ""  # what is said in the reference segment
+    # What the engine heard in it (the source its translator saw), else the reference transcript:
+    # the names a translation may keep are those of its own source (a name the recogniser spelt
+    # "Cintra" for "Sintra" is a recognition error, not untranslated text).
+    source_text: str = ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,6 +130,7 @@ class _OpenSegment:
     tentative: str = ""
     start_ms: float = 0.0
     end_ms: float = 0.0
+    source_text: str = ""
 
 
 class CommitTracker:
@@ -151,6 +156,7 @@ class CommitTracker:
         segment.claimed = event.committed_text
         segment.tentative = "" if isinstance(event, FinalEvent) else event.tentative_text
         segment.start_ms, segment.end_ms = event.start_ms, event.end_ms
+        segment.source_text = event.source_text
         elapsed_ms = max(elapsed_ms, float(event.audio_ms))
         self._update_units(segment, float(event.audio_ms), elapsed_ms, event.segment_id)
         self._displayed.append(self._display_units())
@@ -192,7 +198,7 @@ class CommitTracker:
                 delay_ms, elapsed_ms = max(delay_ms, unit.delay_ms), max(elapsed_ms, unit.elapsed_ms)
                 units.append(TimedUnit(unit.text, delay_ms, elapsed_ms))
             if units:
-                out.append(OutputSegment(tuple(units), segment.start_ms, segment.end_ms))
+                out.append(OutputSegment(tuple(units), segment.start_ms, segment.end_ms, segment.source_text))
         return tuple(out)
 
     @property
@@ -261,7 +267,8 @@ def scored_segments(
             source=(instance.source_label if len(references) == 1 else f"{instance.source_label}#{offset}",),
         )
         speech_start_ms = min((s.start_ms for s in outputs), default=start_ms) - start_ms
-        scored.append(ScoredSegment(trace, max(0.0, speech_start_ms), reference.source_text))
+        heard = " ".join(s.source_text for s in outputs if s.source_text)
+        scored.append(ScoredSegment(trace, max(0.0, speech_start_ms), heard or reference.source_text))
     return scored
 
 

@@ -160,6 +160,14 @@ def test_traces_are_relative_to_their_reference_segment() -> None:
     assert metrics.instance_latency(second.trace).laal_ms == pytest.approx((2000 + 4500 - 2000) / 2)
 
 
+def test_a_segment_is_scored_against_what_the_engine_heard_in_it_for_the_wrong_script() -> None:
+    heard = OutputSegment((TimedUnit("Eins", 3000, 3100),), 200, 3900, source_text="Won.")
+    unheard = OutputSegment((TimedUnit("Zwei", 7000, 7600),), 5100, 8900)
+    output = StreamOutput("long", (heard, unheard), (), 700, 10_000, (CallRecord(10_000, 700),))
+    first, second = scored_segments(output, long_form(), DE, first_index=0)
+    assert first.source_text == "Won." and second.source_text == "Two.", "else the reference transcript"
+
+
 def test_elapsed_origin_on_the_wall_clock_is_the_offset() -> None:
     output = StreamOutput("x", (), (), 1, 1, (CallRecord(6000, 900),), wall_clock=True)
     assert output.elapsed_origin_ms(5000) == 5000
