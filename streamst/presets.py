@@ -2,7 +2,8 @@
 (`--translator NAME`), shared by the command-line tools.
 
 `fast` is the 0.5B decoder every default setup pulls; `best` the 1.5B one (`streamst models pull
-best`), about three times the cost per token (`benchmarks/RESULTS.md` has both measured)."""
+best`): 1.4 to 2.7 times fast's BLEU on FLORES at about 1.6 times the time per sentence
+(`benchmarks/QUALITY.md` has both measured)."""
 
 from __future__ import annotations
 
