@@ -22,10 +22,10 @@ from streamst.languages import Language
 # Scripts of FLORES-200 codes whose text is not written in Latin letters except for foreign names.
 LATIN_FREE_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Kore", "Hang"})
 
-_LATIN = r"A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"  # ASCII, Latin-1, Latin Extended-A/B
+LATIN_CHARS = r"A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"  # ASCII, Latin-1, Latin Extended-A/B
 # A Latin word: Latin letters joined by hyphens or apostrophes ("North-Ecks", "don't").
-LATIN_WORD = re.compile(rf"[{_LATIN}]+(?:['’\-][{_LATIN}]+)*")
-LATIN_LETTER = re.compile(rf"[{_LATIN}]")
+LATIN_WORD = re.compile(rf"[{LATIN_CHARS}]+(?:['’\-][{LATIN_CHARS}]+)*")
+LATIN_LETTER = re.compile(rf"[{LATIN_CHARS}]")
 # Han (with extension A and compatibility ideographs), kana, Hangul syllables and jamo.
 CJK_LETTER = re.compile(
     "[\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF\u3040-\u309F\u30A0-\u30FF\u31F0-\u31FF\uAC00-\uD7AF\u1100-\u11FF\u3130-\u318F]"

@@ -157,8 +157,9 @@ class GreedyTranslator(Translator):
                 first_logits = np.array(logits, copy=True) if check_copy else logits
                 with span("translator.decode"):
                     decoded = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, mask)
-                    if check_copy and copied_words(decoded.text, source_text):
-                        decoded = self._retry_copy(slot, prompt, first_logits, mask, decoded, source_text)
+                    copied = copied_words(decoded.text, source_text) if check_copy else []
+                    if copied:
+                        decoded = self._retry_copy(slot, prompt, first_logits, mask, copied, source_text)
             except Exception:
                 self._slots.forget(slot)
                 backend.keep(slot, 0)  # an evaluate that failed may have left the cache half-updated
@@ -192,14 +193,13 @@ class GreedyTranslator(Translator):
         prompt: PromptTokens,
         logits: np.ndarray,
         mask: ScriptMask | None,
-        decoded: Decoded,
+        copied: Sequence[str],
         source_text: str,
     ) -> Decoded:
-        """Decodes again a translation (`decoded`) that copied its source through, with the copied
+        """Decodes again a translation that copied its source through (the `copied` words), with the copied
         words of three letters or more unable to start; a retry that copies again is not
         committed (empty)."""
         backend = self.backend
-        copied = copied_words(decoded.text, source_text)
         words = sorted({w.lower() for w in copied if len(w) >= 3})
         log.info("translation copies its source (%d words); retrying without %s", len(copied), ", ".join(words[:8]))
         ban = word_start_ids(backend.tokenize, words)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamst.writing import LATIN_LETTER
+from streamst.writing import LATIN_CHARS, LATIN_LETTER
 
 Tokenize = Callable[[str, bool], list[int]]
 
 # The Latin word being written at the end of a text: letters, hyphens and apostrophes.
-_TRAILING_WORD = re.compile(r"[A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F'’\-]*\Z")
+_TRAILING_WORD = re.compile(rf"[{LATIN_CHARS}'’\-]*\Z")
 
 
 def script_token_ids(
