@@ -20,6 +20,7 @@ from streamst.benchmarks import datasets, report, results
 from streamst.benchmarks.runner import CLOCKS, DEFAULT_CHUNK_MS, RunSpec, StreamSettings
 
 from streamst.cores import default_concurrency, default_threads
+from streamst.encoders.whisper import WhisperOptions
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
@@ -122,7 +123,15 @@ def _engine_config(args: argparse.Namespace, llama: LlamaOptions | None = None) 
     llama = llama or LlamaOptions()
     if not getattr(args, "target_fidelity", True):
         llama = dataclasses.replace(llama, target_fidelity=False)
-    return EngineConfig(n_threads=args.threads, translator_model=translator_model(args.translator, args.quality), llama=llama)
+    whisper = WhisperOptions()
+    if getattr(args, "final_beam_size", None):
+        whisper = dataclasses.replace(whisper, final_beam_size=args.final_beam_size)
+    return EngineConfig(
+        n_threads=args.threads,
+        translator_model=translator_model(args.translator, args.quality),
+        llama=llama,
+        whisper=whisper,
+    )
 
 
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
@@ -135,6 +144,9 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", default="simulated", choices=CLOCKS, help="simulated (exact) or wall (1x live)")
     p.add_argument("--chunk-ms", type=_positive_int, default=DEFAULT_CHUNK_MS, help="audio per push in ms")
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference (no retention)")
+    p.add_argument("--final-beam-size", type=_positive_int,
+                   help=f"Whisper's beam for the last transcription of a closed segment and the offline reference "
+                        f"(default: {WhisperOptions().final_beam_size}; 1 = greedy, as the streaming steps)")  # fmt: skip
     p.add_argument(
         "--curve-metric", choices=("bleu", "chrf"), help="plot only this retention (default: BLEU and chrF)"
     )

@@ -40,6 +40,10 @@ NOTES = """\
   displayed target text (committed + tentative) ÷ final units; an append-only display scores 0.
   **NE committed** is the same for the committed text alone, in characters (a word that gains its
   comma is not a retraction); committed text is never retracted, so it must be 0.
+- **Wrong script** (zh/ja targets): the share of letters left in Latin words the source does
+  not have. **Source WER**: the words the engine heard in the source (the finals' source text;
+  characters for zh/ja) against the reference transcript, in % of its words, lowercased and
+  without punctuation; offline: the whole clip transcribed at once.
 - **RTF** = compute time ÷ audio duration on this machine (below 1 keeps up live).
 - **Translator alone**: each sentence sent to the translator as the cascade sends a complete
   sentence; **tok/s** = generated target tokens ÷ time in translate(), prefill included;
@@ -85,7 +89,7 @@ def _knob(run: RunScores) -> str:
 
 QUALITY_HEADER = (
     "system", "knob", "pair", "segments", "BLEU", "offline BLEU", "BLEU retention",
-    "chrF", "offline chrF", "chrF retention", "wrong script", "failed",
+    "chrF", "offline chrF", "chrF retention", "wrong script", "source WER", "offline source WER", "failed",
 )  # fmt: skip
 
 LATENCY_HEADER = (
@@ -110,6 +114,7 @@ def quality_table(runs: Sequence[RunScores]) -> str:
                 _num(r.quality.bleu), _num(offline.bleu if offline else None), _percent(r.bleu_retention),
                 _num(r.quality.chrf), _num(offline.chrf if offline else None), _percent(r.chrf_retention),
                 _share(r.quality.wrong_script),
+                _num(r.quality.source_wer), _num(offline.source_wer if offline else None),
                 f"{len(r.errors)} / {len(r.offline_errors)} offline" if r.errors or r.offline_errors else "0",
             )
         )  # fmt: skip

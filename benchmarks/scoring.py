@@ -116,6 +116,8 @@ class ScoredSegment:
     # the names a translation may keep are those of its own source (a name the recogniser spelt
     # "Cintra" for "Sintra" is a recognition error, not untranslated text).
     source_text: str = ""
+    heard_text: str = ""  # what the engine heard in it, "" where it heard nothing
+    transcript: str = ""  # the reference transcript of the segment
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,7 +270,9 @@ def scored_segments(
         )
         speech_start_ms = min((s.start_ms for s in outputs), default=start_ms) - start_ms
         heard = " ".join(s.source_text for s in outputs if s.source_text)
-        scored.append(ScoredSegment(trace, max(0.0, speech_start_ms), heard or reference.source_text))
+        scored.append(
+            ScoredSegment(trace, max(0.0, speech_start_ms), heard or reference.source_text, heard, reference.source_text)
+        )
     return scored
 
 
@@ -285,6 +289,7 @@ class QualityScores:
     bleu_signature: str
     chrf_signature: str
     wrong_script: float | None = None  # Latin-free targets: share of letters in Latin words the source lacks
+    source_wer: float | None = None  # speech: % word (char, zh/ja) errors of what the engine heard in the source
 
 
 @dataclass(frozen=True)
@@ -364,6 +369,14 @@ def references_of(segments: Sequence[ScoredSegment]) -> list[str]:
 
 def sources_of(segments: Sequence[ScoredSegment]) -> list[str]:
     return [s.source_text for s in segments]
+
+
+def source_wer(segments: Sequence[ScoredSegment], source: Language) -> float | None:
+    """Word (or character) error rate of what the engine heard against the reference
+    transcripts (`streamst.metrics.source_error_rate`); None without segments."""
+    if not segments:
+        return None
+    return metrics.source_error_rate([s.heard_text for s in segments], [s.transcript for s in segments], source.code)
 
 
 def mean_first_commit_ms(segments: Sequence[ScoredSegment], computation_aware: bool) -> float | None:

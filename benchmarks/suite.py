@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from streamst.benchmarks.datasets import Pair, SpeechInstance
@@ -31,6 +31,7 @@ from streamst.benchmarks.scoring import (
     references_of,
     retention,
     scored_segments,
+    source_wer,
     sources_of,
     step_counts,
 )
@@ -83,6 +84,7 @@ def _score_outputs(
         segments += scored_segments(output, instance, pair.target, len(segments))
     write_simuleval_output(log_dir, [s.trace for s in segments])
     quality = quality_scores(hypotheses_of(segments), references_of(segments), pair.target, sources_of(segments))
+    quality = replace(quality, source_wer=source_wer(segments, pair.source))
     return _Scored(segments, quality, list(outputs))
 
 

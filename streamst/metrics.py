@@ -21,6 +21,7 @@ import functools
 import itertools
 import logging
 import statistics
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -621,6 +622,36 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> QualityScore:
     metric = CHRF()
     result = metric.corpus_score(list(hypotheses), [list(references)])
     return QualityScore("chrF", float(result.score), str(metric.get_signature()))
+
+
+def _spoken_units(text: str, lang: str) -> str:
+    """``text`` as the units a recogniser is scored on: lowercase, punctuation and symbols
+    dropped, words (or characters, for a language written without word spaces) joined by
+    spaces."""
+    kept = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text.lower())
+    return " ".join(units(kept, lang))
+
+
+def source_error_rate(hypotheses: Sequence[str], references: Sequence[str], source_lang: str) -> float:
+    """Corpus word error rate of a recogniser's transcripts (character error rate for a
+    language written without word spaces), in % of the reference units, via jiwer: errors
+    pooled over the corpus, after lowercasing and dropping punctuation. A reference without
+    units is left out; 0 when none has any."""
+    import jiwer
+
+    _check_corpus(hypotheses, references)
+    pairs = [(_spoken_units(h, source_lang), _spoken_units(r, source_lang)) for h, r in zip(hypotheses, references)]
+    pairs = [(h, r) for h, r in pairs if r]
+    if not pairs:
+        return 0.0
+    # jiwer refuses empty hypotheses; an empty one is all deletions, as a single unknown word is
+    # not (it would add a substitution): score those apart.
+    spoken = [(h, r) for h, r in pairs if h]
+    errors = sum(len(r.split()) for h, r in pairs if not h)
+    if spoken:
+        result = jiwer.process_words([r for _, r in spoken], [h for h, _ in spoken])
+        errors += result.substitutions + result.deletions + result.insertions
+    return 100.0 * errors / sum(len(r.split()) for _, r in pairs)
 
 
 def quality_retention(streaming: float | QualityScore, offline: float | QualityScore) -> float:

@@ -117,7 +117,7 @@ def test_folder_report_has_a_row_per_run() -> None:
     assert "`streamst-bench run -o out`" in text
     for run in RUNS:
         assert f"| {run.system} | step_ms={run.knob:g} | {run.pair} |" in text
-    assert "| cascade/sentence | step_ms=500 | en-de | 3 | 18.0 | 20.0 | 90% | 36.0 | 40.0 | 90% | – | 0 |" in text
+    assert "| cascade/sentence | step_ms=500 | en-de | 3 | 18.0 | 20.0 | 90% | 36.0 | 40.0 | 90% | – | – | – | 0 |" in text
     assert "| cascade/segment | step_ms=500 | en-zh | 3 | 10.0 | 0.0 | – |" in text
     assert "| cascade/sentence | step_ms=500 | en-de | word | 2.00 | 3.50 |" in text
     assert "| flores200-devtest | en-de | 200 | 9.5 | 40.2 | 1.2% | 20.0 | 1.50 | 2 |" in text

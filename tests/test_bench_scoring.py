@@ -19,6 +19,7 @@ from streamst.benchmarks.scoring import (
     TimedUnit,
     assign_segments,
     scored_segments,
+    source_wer,
 )
 
 from streamst import metrics
@@ -33,6 +34,7 @@ from streamst.types import SAMPLES_PER_MS, FinalEvent, PartialEvent
 
 DE = resolve("de")
 ZH = resolve("zh")
+EN = resolve("en")
 
 
 def partial(segment_id: int, committed: str, delta: str, audio_ms: int, tentative: str = "") -> PartialEvent:
@@ -166,6 +168,18 @@ def test_a_segment_is_scored_against_what_the_engine_heard_in_it_for_the_wrong_s
     output = StreamOutput("long", (heard, unheard), (), 700, 10_000, (CallRecord(10_000, 700),))
     first, second = scored_segments(output, long_form(), DE, first_index=0)
     assert first.source_text == "Won." and second.source_text == "Two.", "else the reference transcript"
+    assert (first.heard_text, second.heard_text) == ("Won.", "")
+    assert (first.transcript, second.transcript) == ("One.", "Two.")
+
+
+def test_source_wer_counts_what_the_engine_heard_against_the_transcripts() -> None:
+    heard = OutputSegment((TimedUnit("Eins", 3000, 3100),), 200, 3900, source_text="Won.")
+    unheard = OutputSegment((TimedUnit("Zwei", 7000, 7600),), 5100, 8900)
+    output = StreamOutput("long", (heard, unheard), (), 700, 10_000, (CallRecord(10_000, 700),))
+    segments = scored_segments(output, long_form(), DE, first_index=0)
+    # "Won." for "One." is one substitution; the unheard "Two." is one deletion, not a match.
+    assert source_wer(segments, EN) == pytest.approx(100.0)
+    assert source_wer([], EN) is None
 
 
 def test_elapsed_origin_on_the_wall_clock_is_the_offset() -> None:

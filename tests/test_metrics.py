@@ -30,6 +30,7 @@ from streamst.metrics import (
     real_time_factor,
     reference_length,
     sacrebleu_tokenizer,
+    source_error_rate,
     start_offset,
     units,
 )
@@ -315,3 +316,18 @@ def test_erasure_append_only_and_corpus() -> None:
     total = corpus_erasure([Erasure(1, 4), Erasure(0, 6)])
     # (1 + 0) / (4 + 6).
     assert total.normalized == pytest.approx(0.1)
+
+
+def test_source_error_rate_ignores_case_and_punctuation() -> None:
+    assert source_error_rate(["Hello, World!"], ["hello world"], "en") == 0.0
+    assert source_error_rate(["hello there world"], ["Hello world."], "en") == pytest.approx(50.0)
+
+
+def test_source_error_rate_counts_characters_for_chinese_and_pools_the_corpus() -> None:
+    # One character missing of six, and an empty hypothesis: all four characters deleted.
+    rate = source_error_rate(["这是个测试。", ""], ["这是一个测试。", "你好世界"], "zh")
+    assert rate == pytest.approx(100 * (1 + 4) / (6 + 4))
+
+
+def test_source_error_rate_leaves_out_references_without_words() -> None:
+    assert source_error_rate(["something"], ["..."], "en") == 0.0
