@@ -157,6 +157,12 @@ def _add_mt(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("mt", help="the translator alone on parallel text: BLEU, chrF, tokens/s")
     _add_common(p, DEFAULT_MT_PAIRS)
     p.add_argument("--dataset", default=datasets.FLORES_DEVTEST, choices=datasets.TEXT_DATASETS)
+    p.add_argument("--context", type=_count, default=0,
+                   help="show the translator the N sentences before each one with their translations, "
+                        "as a talk's earlier sentences (default: 0)")  # fmt: skip
+    p.add_argument("--few-shot", type=_count, default=0,
+                   help=f"show the translator N example translations first, drawn from {datasets.WMT22} "
+                        "(never from the evaluated set; default: 0)")  # fmt: skip
     p.set_defaults(func=cmd_mt)
 
 
@@ -233,14 +239,22 @@ def _policy_help() -> str:
     )
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
     return value
+
+
+def _count(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _items(text: str | None) -> list[str]:
@@ -364,6 +378,9 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     pairs = datasets.parse_pairs(args.pairs)
     corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
+    if args.few_shot and args.dataset == datasets.WMT22:
+        raise OptionsError(f"--few-shot draws its examples from {datasets.WMT22}; evaluate on another dataset")
+    examples = {p.name: datasets.few_shot_examples(p, args.few_shot, args.data_dir) for p in pairs}
     config = _engine_config(args)
     translator = Engine(config).load().translator
     output = Path(args.output)
@@ -374,7 +391,9 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with _progress(sum(len(c) for c in corpora.values()), not args.no_progress, "sent") as bar:
         for pair in pairs:
             bar.set_description(f"{args.dataset} {pair.name}")
-            result = translate_corpus(translator, args.dataset, pair, corpora[pair.name], lambda: bar.update(1))
+            result = translate_corpus(
+                translator, args.dataset, pair, corpora[pair.name], lambda: bar.update(1), examples[pair.name], args.context
+            )
             (hypotheses_dir / f"{pair.name}.txt").write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
             scores.append(result.scores)
             results.save(results.BenchResults(meta, mt=tuple(scores)), output)

@@ -414,6 +414,22 @@ def load_text_pairs(
     return pairs[:limit] if limit is not None else pairs
 
 
+EXAMPLE_SOURCE_CHARS = (60, 200)  # few-shot examples: whole sentences, neither fragments nor paragraphs
+
+
+def few_shot_examples(pair: Pair, n: int, root: str | Path | None = None) -> tuple[tuple[str, str], ...]:
+    """``n`` (source, reference) pairs for a prompt's examples: the first WMT22 lines of
+    ``pair`` whose source has 60 to 200 characters (WMT22 is not an evaluation set here)."""
+    if n == 0:
+        return ()
+    lines = load_text_pairs(WMT22, pair, root=root)
+    low, high = EXAMPLE_SOURCE_CHARS
+    chosen = [(t.source, t.reference) for t in lines if low <= len(t.source) <= high and t.reference.strip()][:n]
+    if len(chosen) < n:
+        raise DatasetError(f"{WMT22} {pair.name} has only {len(chosen)} example sentences of {low}-{high} characters")
+    return tuple(chosen)
+
+
 def _read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").rstrip("\n").split("\n")
 

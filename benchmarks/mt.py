@@ -55,14 +55,20 @@ def translate_corpus(
     pair: Pair,
     sentences: Sequence[TextPair],
     on_sentence: Callable[[], None] | None = None,
+    examples: Sequence[tuple[str, str]] = (),
+    n_context: int = 0,
 ) -> MTOutput:
-    """Translate every sentence of ``sentences`` in order and score the result."""
+    """Translate every sentence of ``sentences`` in order and score the result. The translator
+    sees ``examples`` (source, translation) as earlier exchanges, then the ``n_context``
+    sentences before each one with their translations, as a talk's earlier sentences."""
     hypotheses: list[str] = []
     n_generated = n_prefill = n_unfinished = 0
     translate_s = 0.0
-    for sentence in sentences:
+    for i, sentence in enumerate(sentences):
+        before = sentences[max(0, i - n_context) : i]
+        earlier = tuple(examples) + tuple(zip([s.source for s in before], hypotheses[len(hypotheses) - len(before) :]))
         started_s = time.perf_counter()
-        translation = translator.translate(sentence.source, pair.source, pair.target)
+        translation = translator.translate(sentence.source, pair.source, pair.target, earlier=earlier)
         translate_s += time.perf_counter() - started_s
         hypotheses.append(translation.text.strip())
         n_generated += len(translation.tokens)

@@ -113,6 +113,7 @@ class TranslatorCall:
     committed: str
     max_new_tokens: int | None
     stream_key: object | None
+    earlier: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -134,9 +135,10 @@ class ScriptedTranslator(Translator):
         committed: str = "",
         max_new_tokens: int | None = None,
         stream_key: object | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> Translation:
         index = len(self.calls)
-        self.calls.append(TranslatorCall(source_text, committed, max_new_tokens, stream_key))
+        self.calls.append(TranslatorCall(source_text, committed, max_new_tokens, stream_key, tuple(earlier)))
         if self.clock is not None:
             self.clock.advance(self.compute_ms_per_word * len(source_text.split()))
         if self.sleep_s:

@@ -80,6 +80,8 @@ class ScriptedBackend(DecoderBackend):
         if ANSWER_MARK not in context:  # the prompt head alone: nothing to answer yet
             return logits
         n_prompt = context.rindex(ANSWER_MARK) + len(ANSWER_MARK)
+        if b"<|im_end|>" in context[n_prompt:]:  # an earlier exchange's answer: this turn has not begun
+            return logits
         answer = self.script(context[:n_prompt], [s for s in self.batch_starts[slot] if s < n_prompt])
         written = context[n_prompt:]
         assert answer.startswith(written), "the loop fed back exactly the tokens it chose"
@@ -102,7 +104,7 @@ def translator(
 
 
 def n_head_tokens(source: Language = EN, target: Language = DE) -> int:
-    return len(chat_prompt("", source, target).head.encode("utf-8"))
+    return len(chat_prompt("", source, target).head_text.encode("utf-8"))
 
 
 def test_a_stop_token_ends_a_finished_translation() -> None:
@@ -194,7 +196,7 @@ def test_the_head_is_always_its_own_batch_whatever_the_cache_held() -> None:
     canonical = f"[0, {n_head}]"
     first = t.translate("The museum opens at nine.", EN, DE)
     assert first.text == canonical and first.n_prefill_tokens == first.n_prompt_tokens
-    assert backend.batches[0] == backend.tokenize(chat_prompt("", EN, DE).head, True)
+    assert backend.batches[0] == backend.tokenize(chat_prompt("", EN, DE).head_text, True)
     for earlier in ("The museum opens at nine and closes at five.", "The museum", "The museum opens at nine."):
         t.translate(earlier, EN, DE)  # shares a longer prefix with the next request than the head
         again = t.translate("The museum opens at nine.", EN, DE)
@@ -357,3 +359,25 @@ def test_names_a_translation_shares_with_its_source_are_no_copy() -> None:
     t, _ = translator(says("Dr Ehud Ur, Dalhousie University in Halifax"))
     source = "Dr Ehud Ur, Dalhousie University in Halifax"
     assert t.translate(source, EN, DE).text == source
+
+
+def test_earlier_exchanges_are_turns_before_the_source_and_their_text_stays_text() -> None:
+    parts = chat_prompt("Now.", EN, DE, earlier=[("Before <|im_end|>.", "Vorher.")])
+    assert [(p.text, p.special) for p in parts.head if not p.special] == [("Before <|im_end|>.", False), ("Vorher.", False)]
+    text = parts.head_text
+    assert text.startswith(chat_prompt("", EN, DE).head[0].text)
+    assert text.endswith(chat_prompt("", EN, DE).head[-1].text), "the instruction of this turn comes last"
+    assert text.index("Before") < text.index("assistant") < text.index("Vorher.")
+    assert chat_prompt("Now.", EN, DE, earlier=()).head_text == chat_prompt("Now.", EN, DE).head_text
+
+
+def test_a_stream_keeps_its_earlier_exchanges_cached_while_its_source_grows() -> None:
+    t, backend = translator(says("Jetzt"))
+    earlier = (("It rained.", "Es regnete."),)
+    first = t.translate("Now it", EN, DE, stream_key=1, earlier=earlier)
+    assert first.n_prefill_tokens == first.n_prompt_tokens
+    assert backend.batches[0] == backend.tokenize(chat_prompt("", EN, DE, earlier=earlier).head_text, True)
+    grown = t.translate("Now it is dry", EN, DE, stream_key=1, earlier=earlier)
+    assert grown.n_prefill_tokens == len(" is dry") + len(chat_prompt("", EN, DE).tail.encode())
+    moved_on = t.translate("Then", EN, DE, stream_key=1, earlier=(("Now it is dry.", "Jetzt ist es trocken."),))
+    assert moved_on.n_prefill_tokens == moved_on.n_prompt_tokens, "another head is evaluated afresh, as its own batch"

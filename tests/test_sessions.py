@@ -13,6 +13,7 @@ from scripted import ScriptedTranslator, audio_for, components, spoken
 
 from streamst import options as options_module
 from streamst.clock import SimulatedClock
+from streamst.errors import OptionsError
 from streamst.knobs import Knob
 from streamst.languages import resolve
 from streamst.options import MODES, ModeSpec, PolicySpec, _direct, describe, session_options
@@ -185,6 +186,24 @@ def test_the_recogniser_gets_the_committed_source_as_context():
     session = cascade(context_prompt=False)
     run(session, audio_for(TALK, TALK_MS))
     assert {c.prompt for c in session.components.encoder.calls} == {""}
+
+
+def test_the_translator_sees_the_sentences_finished_before_when_asked():
+    first = ("Hello world this is a test.", "HELLO WORLD THIS IS A TEST.")
+    for mode in (DirectSession, CascadeSession):
+        options = DirectOptions() if mode is DirectSession else CascadeOptions()
+        for n, expected in ((0, ()), (1, (first,))):
+            translator = ScriptedTranslator()
+            session = mode(components(TALK, translator), EN, DE, replace(options, translation_context=n), SimulatedClock())
+            run(session, audio_for(TALK, TALK_MS))
+            second = [c for c in translator.calls if c.source_text.startswith("How")]
+            assert second and all(c.earlier == expected for c in second), (mode, n)
+            assert all(c.earlier == () for c in translator.calls if c.source_text.startswith("Hello"))
+
+
+def test_translation_context_is_a_count_of_sentences():
+    with pytest.raises(OptionsError, match="translation_context"):
+        DirectOptions(translation_context=-1)
 
 
 def test_local_agreement_does_not_count_a_translation_of_an_unchanged_source_as_agreement():

@@ -16,6 +16,7 @@ trips there and results do not depend on the machine's speed."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -54,12 +55,15 @@ class SessionOptions:
     step_ms: int = 1_000  # step (re-transcribe, decide) after this much new audio
     skip_stale_steps: bool = False  # when audio arrives faster than steps run, do only the latest
     context_prompt: bool = True  # give the recogniser the last committed source text
+    translation_context: int = 0  # earlier sentences (source and translation) shown to the translator
     max_compute_ratio: float = math.inf  # compute per audio of a sentence before its segment stops stepping
     vad: VADOptions = field(default_factory=VADOptions)
 
     def __post_init__(self) -> None:
         if not MIN_STEP_MS <= self.step_ms <= MAX_STEP_MS:
             raise OptionsError(f"step_ms must be between {MIN_STEP_MS} and {MAX_STEP_MS} ms, got {self.step_ms}")
+        if self.translation_context < 0:
+            raise OptionsError(f"translation_context must be 0 or more sentences, got {self.translation_context}")
         if not self.max_compute_ratio > 0:
             raise OptionsError(f"max_compute_ratio must be positive, got {self.max_compute_ratio}")
 
@@ -137,6 +141,8 @@ class SegmentedSession(ABC):
         self._window_start_ms = 0  # where the audio the next step transcribes starts
         self._last_step_ms = 0
         self._context = ""  # committed source text, the recogniser's prompt
+        # The last sentences finished (source, translation): the translator's earlier exchanges.
+        self._earlier: collections.deque[tuple[str, str]] = collections.deque(maxlen=options.translation_context)
         self._sentence = OpenSentence(0)
         self._counts = _Counts()
 
@@ -302,6 +308,7 @@ class SegmentedSession(ABC):
                 committed=committed,
                 max_new_tokens=max_new_tokens,
                 stream_key=self.stream_id if reuse else None,
+                earlier=tuple(self._earlier),
             )
         self._counts.n_prefill_tokens += translation.n_prefill_tokens
         self._counts.n_prompt_tokens += translation.n_prompt_tokens
@@ -385,6 +392,8 @@ class SegmentedSession(ABC):
         translation = self.translate(text, committed=committed, reuse=self.commits_while_open)
         self._context = f"{self._context} {text}".strip()[-PROMPT_CHARS:]
         delta = translation.text.rstrip() if committed else translation.text.strip()
+        if (committed + delta).strip():
+            self._earlier.append((text, (committed + delta).strip()))
         start_ms = min(open_sentence.start_ms, words[0].start_ms) if continues else words[0].start_ms
         reason = open_sentence.fallback_reason
         return self.final(text, committed + delta, start_ms, words[-1].end_ms, delta,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from streamst.languages import Language
 from streamst.types import Translation
@@ -24,6 +25,7 @@ class Translator(ABC):
         committed: str = "",
         max_new_tokens: int | None = None,
         stream_key: object | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> Translation:
         """Greedy translation of `source_text`, continuing after `committed` (target text already
         shown to the listener, never re-translated). `Translation.text` excludes `committed`.
@@ -32,4 +34,7 @@ class Translator(ABC):
         not the session: the translator remembers the last key until the next request (weakly, when
         the key is an object that allows it) and compares keys with `==`. A backend may reuse work
         from that stream's previous request (its source usually just grew); requests without a key
-        never depend on others."""
+        never depend on others.
+        `earlier`: (source, translation) exchanges shown to the model before this one, oldest
+        first: the sentences said before in the same talk, so its names and terms keep their
+        translation. They are context only; the result translates `source_text` alone."""

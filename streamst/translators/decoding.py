@@ -22,7 +22,7 @@ LOOP_CONTEXT_TOKENS = 2 * LOOP_MAX_PHRASE_TOKENS  # prompt tokens (the committed
 @dataclass(frozen=True)
 class PromptTokens:
     tokens: list[int]  # head + source + tail
-    n_head: int  # the head's tokens come first and are fixed per language pair
+    n_head: int  # the head's tokens come first and are fixed while a sentence is translated
     max_new_tokens: int
 
 
@@ -36,7 +36,7 @@ def plan_prompt(
 ) -> PromptTokens:
     """Tokenises the prompt parts (`tokenize(text, special)`; the source never parses special
     tokens) and chooses the cap on new tokens; refuses a prompt the context cannot hold."""
-    head = tokenize(parts.head, True)
+    head = [token for piece in parts.head for token in tokenize(piece.text, piece.special)]
     source = tokenize(parts.source, False)
     tokens = head + source + tokenize(parts.tail, True)
     if max_new_tokens is None:

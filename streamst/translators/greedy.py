@@ -138,9 +138,10 @@ class GreedyTranslator(Translator):
         committed: str = "",
         max_new_tokens: int | None = None,
         stream_key: object | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> Translation:
         o = self.options
-        parts = chat_prompt(source_text, source, target, committed, o.style)
+        parts = chat_prompt(source_text, source, target, committed, o.style, earlier)
         with locked(self._lock, "translator.wait"):
             backend = self.backend
             prompt = plan_prompt(
