@@ -377,9 +377,9 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from streamst.engine import Engine
 
     pairs = datasets.parse_pairs(args.pairs)
-    corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
     if args.few_shot and args.dataset == datasets.WMT22:
         raise OptionsError(f"--few-shot draws its examples from {datasets.WMT22}; evaluate on another dataset")
+    corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
     examples = {p.name: datasets.few_shot_examples(p, args.few_shot, args.data_dir) for p in pairs}
     config = _engine_config(args)
     translator = Engine(config).load().translator

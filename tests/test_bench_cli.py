@@ -126,3 +126,29 @@ def test_help_lists_the_subcommands(capsys) -> None:
     out = capsys.readouterr().out
     assert all(command in out for command in ("run", "mt", "report"))
     assert cli.PROG in out
+
+
+def test_mt_shows_examples_then_the_sentences_before_with_their_translations() -> None:
+    from scripted import ScriptedTranslator
+    from streamst.benchmarks.datasets import TextPair
+    from streamst.benchmarks.mt import translate_corpus
+
+    translator = ScriptedTranslator()
+    sentences = [TextPair(i, text, text.upper()) for i, text in enumerate(("one.", "two.", "three."))]
+    example = ("an example.", "EIN BEISPIEL.")
+    out = translate_corpus(translator, "flores200-devtest", parse_pairs("en-de")[0], sentences, None, [example], 1)
+    assert out.hypotheses == ("ONE.", "TWO.", "THREE.")
+    assert [c.earlier for c in translator.calls] == [
+        (example,),
+        (example, ("one.", "ONE.")),
+        (example, ("two.", "TWO.")),
+    ]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--context", "-1"], "must be at least 0"),
+    (["--few-shot", "2", "--dataset", "wmt22"], "draws its examples from wmt22"),
+])  # fmt: skip
+def test_mt_context_argument_errors(capsys, tmp_path: Path, args: list[str], message: str) -> None:
+    assert main(["mt", "-o", str(tmp_path / "out"), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -205,6 +205,18 @@ def test_flores_and_wmt22_text_pairs(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="the datasets library is installed")
+def test_few_shot_examples_are_whole_wmt22_sentences(tmp_path: Path) -> None:
+    wmt = tmp_path / "wmt22"
+    wmt.mkdir()
+    long_enough = "The council met on Tuesday to discuss the new budget for the city's schools."
+    (wmt / "en-de.src").write_text(f"Hi.\n{long_enough}\n{'x' * 300}\n", encoding="utf-8")
+    (wmt / "en-de.ref").write_text("Hallo.\nDer Rat tagte am Dienstag.\nx\n", encoding="utf-8")
+    assert datasets.few_shot_examples(pair("en-de"), 1, tmp_path) == ((long_enough, "Der Rat tagte am Dienstag."),)
+    assert datasets.few_shot_examples(pair("en-de"), 0, tmp_path) == ()
+    with pytest.raises(DatasetError, match="only 1 example"):
+        datasets.few_shot_examples(pair("en-de"), 2, tmp_path)
+
+
 def test_hub_loader_without_datasets_says_how_to_install() -> None:
     with pytest.raises(DatasetError, match="pip install datasets"):
         hub.load_hub(datasets.HUB_FLEURS, pair("en-de"), limit=1)
