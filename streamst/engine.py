@@ -27,8 +27,9 @@ from streamst.options import DEFAULT_MODE, mode_spec
 from streamst.presets import DEFAULT_QUALITY, QUALITY_PRESETS
 from streamst.punctuation import PassThroughPunctuator
 from streamst.sessions.base import Components, SegmentedSession, SessionOptions
-from streamst.sessions.cascade import CascadeSession
+from streamst.sessions.cascade import CascadeOptions, CascadeSession
 from streamst.sessions.direct import DirectSession
+from streamst.sessions.source import SourceSession
 from streamst.translators.base import Translator
 from streamst.translators.llama_cpp import LlamaCppTranslator, LlamaOptions
 from streamst.vad import SileroVAD
@@ -106,6 +107,22 @@ class Engine:
         if not components.encoder.supports(source_language.whisper_code or ""):
             raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
         return SESSIONS[mode](components, source_language, target_language, options or options_type(), clock)
+
+    def source_session(
+        self, source: str, options: CascadeOptions | None = None, clock: Clock | None = None
+    ) -> SourceSession:
+        """A stream of `source` speech heard but not translated: a room's source side, whose
+        sentences `streamst.sessions.source.SentenceStream`s translate once per target language."""
+        source_language = resolve(source)
+        if source_language.whisper_code is None:
+            raise LanguageError(
+                f"{source_language.name} ({source}) cannot be recognised from speech by the available encoders; "
+                "choose a source language Whisper supports, such as en, zh, de, fr, es, ja"
+            )
+        components = self.components_for(source_language)
+        if not components.encoder.supports(source_language.whisper_code):
+            raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
+        return SourceSession(components, source_language, options or CascadeOptions(), clock)
 
     @staticmethod
     def check_pair(source: str, target: str) -> tuple[Language, Language]:

@@ -30,6 +30,18 @@ from streamst.types import Event, FinalEvent
 
 PROTOCOL_VERSION = 1
 STREAM_PATH = f"/v{PROTOCOL_VERSION}/stream"
+ROOMS_PATH = f"/v{PROTOCOL_VERSION}/rooms"  # POST creates a room; GET ROOMS_PATH/{id} gives its counters
+NEW_ROOM = "new"  # `start.room` that creates a room for this stream
+
+
+def captions_path(room_id: str) -> str:
+    """Where a room's listeners connect (receive-only): add ?target=LANG&key=READ_KEY."""
+    return f"{ROOMS_PATH}/{room_id}/captions"
+
+
+def viewer_path(room_id: str) -> str:
+    """The room's caption page for people: add ?key=READ_KEY."""
+    return f"/room/{room_id}"
 
 SampleFormat = Literal["pcm16", "float32"]
 BYTES_PER_SAMPLE: dict[str, int] = {"pcm16": 2, "float32": 4}
@@ -65,6 +77,9 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"  # missing or wrong token (HTTP 401 at the handshake)
     FORBIDDEN_ORIGIN = "forbidden_origin"  # the page's origin is not allowed (HTTP 403 at the handshake)
     SHUTTING_DOWN = "shutting_down"  # the server is stopping (HTTP 503 at the handshake)
+    UNKNOWN_ROOM = "unknown_room"  # no room has that id (it never existed, or it has ended)
+    ROOM_FULL = "room_full"  # the room has its most listeners, or languages (HTTP 503 at the handshake)
+    FORBIDDEN = "forbidden"  # the key does not allow this (a read key used to speak, a wrong key, audio from a listener)
     ENGINE_ERROR = "engine_error"  # the engine rejected the stream (its message says why)
     INTERNAL_ERROR = "internal_error"  # a bug in the server; the log has the details
 
@@ -87,6 +102,7 @@ _CLOSE_CODES: dict[ErrorCode, int] = {
     ErrorCode.OVERLOADED: CLOSE_TRY_AGAIN_LATER,
     ErrorCode.FINISH_TIMEOUT: CLOSE_TRY_AGAIN_LATER,
     ErrorCode.SERVER_BUSY: CLOSE_TRY_AGAIN_LATER,
+    ErrorCode.ROOM_FULL: CLOSE_TRY_AGAIN_LATER,
     ErrorCode.SHUTTING_DOWN: CLOSE_GOING_AWAY,
     ErrorCode.ENGINE_ERROR: CLOSE_INTERNAL_ERROR,
     ErrorCode.INTERNAL_ERROR: CLOSE_INTERNAL_ERROR,
@@ -125,6 +141,8 @@ class Start:
     knob: float | None = None  # the policy's latency knob (la: n, sentence: step_ms, ...); None: its default
     step_ms: int | None = None  # new audio that triggers the next step; None: the mode's (cascade/sentence: the knob)
     version: int = PROTOCOL_VERSION
+    room: str | None = None  # speak into a room: an id from POST /v1/rooms, or NEW_ROOM for a room of this stream
+    room_key: str | None = None  # the room's speak key (from POST /v1/rooms); not needed with NEW_ROOM
     type: Literal["start"] = "start"
 
 
@@ -158,6 +176,8 @@ class Ready:
     max_session_s: float  # audio the session may send in all
     idle_timeout_s: float  # silence on the socket (no frame at all) that ends the session
     version: int = PROTOCOL_VERSION
+    room_id: str | None = None  # when speaking into a room: its id (sent only then)
+    read_key: str | None = None  # when speaking into a room: the key its listeners need (sent only then)
     type: Literal["ready"] = "ready"
 
 
@@ -192,6 +212,19 @@ class Error:
     type: Literal["error"] = "error"
 
 
+@dataclass(frozen=True)
+class Joined:
+    """A listener's first message: the room it reads, then `n_history` finals of what was said
+    before it joined (the room's recent committed text), then live `partial`/`final` messages."""
+
+    room_id: str
+    target: str  # the caption language, resolved
+    source: str | None  # the spoken language; None until the speaker has started
+    n_history: int  # finals that follow at once, from before the listener joined
+    version: int = PROTOCOL_VERSION
+    type: Literal["joined"] = "joined"
+
+
 EndReason = Literal["stop", "error", "shutdown"]
 
 
@@ -205,7 +238,7 @@ class End:
     type: Literal["end"] = "end"
 
 
-ServerMessage = Ready | Caption | Error | End
+ServerMessage = Ready | Joined | Caption | Error | End
 Message = ClientMessage | ServerMessage
 
 
@@ -237,13 +270,19 @@ def _as_dict(message: Message) -> dict[str, Any]:
         data["code"] = str(message.code)
     if isinstance(message, Caption) and message.type == "partial":
         del data["fallback_reason"]
+    if isinstance(message, Ready) and message.room_id is None:
+        del data["room_id"], data["read_key"]
+    if isinstance(message, Start) and message.room is None:
+        del data["room"], data["room_key"]  # a plain start reads as before, to servers without rooms too
     return data
 
 
 # Parsing -------------------------------------------------------------------------------------------
 
 _CLIENT_TYPES: dict[str, type] = {"start": Start, "stop": Stop}
-_SERVER_TYPES: dict[str, type] = {"ready": Ready, "partial": Caption, "final": Caption, "error": Error, "end": End}
+_SERVER_TYPES: dict[str, type] = {
+    "ready": Ready, "joined": Joined, "partial": Caption, "final": Caption, "error": Error, "end": End,
+}
 
 
 def parse_client_message(text: str | bytes) -> ClientMessage:
@@ -257,7 +296,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
 
 
 def parse_server_message(text: str | bytes) -> ServerMessage:
-    """A server's text frame → `Ready`, `Caption`, `Error` or `End` (for clients and tests)."""
+    """A server's text frame → `Ready`, `Joined`, `Caption`, `Error` or `End` (for clients and tests)."""
     data = _json_object(text)
     kind = _message_type(data, _SERVER_TYPES)
     cls = _SERVER_TYPES[kind]
@@ -375,7 +414,14 @@ def _parse_start(data: dict[str, Any]) -> Start:
     if knob is not None and not math.isfinite(knob):
         raise ProtocolError(ErrorCode.BAD_OPTION, f"knob must be a finite number, got {knob!r}")
     step_ms = _field(data, "step_ms", int, None)
-    return Start(source, target, sample_rate_hz, sample_format, mode, policy, knob, step_ms, version)
+    room = _field(data, "room", str, None)
+    room_key = _field(data, "room_key", str, None)
+    if room_key is not None and room is None:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            "'room_key' without 'room'; give the room's id as 'room' too (or leave both out to stream alone)",
+        )
+    return Start(source, target, sample_rate_hz, sample_format, mode, policy, knob, step_ms, version, room, room_key)
 
 
 def _language(data: dict[str, Any], name: str) -> str:

@@ -51,6 +51,10 @@ def _server_messages() -> list[wire.ServerMessage]:
     return [
         wire.Ready("abc", "en", "de", 16000, "pcm16", "cascade", None, None, 1000, 262144, 14400.0, 30.0),
         wire.Ready("abc", "en", "de", 16000, "pcm16", "direct", "wait-k", 3.0, 1000, 262144, 14400.0, 30.0),
+        wire.Ready("abc", "en", "de", 16000, "pcm16", "cascade", "sentence", 1000.0, 1000, 262144, 14400.0, 30.0,
+                   room_id="r0om1d", read_key="k3y"),  # fmt: skip
+        wire.Joined("r0om1d", "de", "en", 3),
+        wire.Joined("r0om1d", "de", None, 0),
         wire.caption(_partial()),
         wire.caption(_final(fallback_reason="")),
         wire.Error(ErrorCode.BAD_AUDIO, "odd bytes; send whole samples"),
@@ -62,6 +66,8 @@ def _client_messages() -> list[wire.ClientMessage]:
     return [
         wire.Start("en", "zh"),
         wire.Start("de", "en", 48000, "float32", "direct", "wait-k", 3.0, 500),
+        wire.Start("en", "de", mode="cascade", room="r0om1d", room_key="sp3ak"),
+        wire.Start("en", "de", room=wire.NEW_ROOM),
         wire.Stop(),
     ]
 
@@ -106,6 +112,13 @@ def test_caption_carries_every_event_field_a_client_needs():
 def test_start_defaults():
     start = wire.parse_client_message('{"type": "start", "source": "en", "target": "zh"}')
     assert start == wire.Start("en", "zh", 16000, "pcm16", None, None, None, None, 1)
+
+
+def test_a_plain_start_names_no_room_and_a_room_key_needs_a_room():
+    assert "room" not in wire.encode(wire.Start("en", "zh"))
+    with pytest.raises(ProtocolError) as raised:
+        wire.parse_client_message('{"type": "start", "source": "en", "target": "zh", "room_key": "k"}')
+    assert raised.value.code == ErrorCode.BAD_MESSAGE and "'room'" in str(raised.value)
 
 
 def test_start_accepts_whole_floats_and_integer_knobs():
@@ -218,7 +231,7 @@ def schema() -> dict:
 
 def test_schema_lists_every_message_and_field(schema):
     definitions = schema["$defs"]
-    for cls in (wire.Start, wire.Stop, wire.Ready, wire.Error, wire.End):
+    for cls in (wire.Start, wire.Stop, wire.Ready, wire.Joined, wire.Error, wire.End):
         kind = cls.__dataclass_fields__["type"].default
         assert set(definitions[kind]["properties"]) == {f.name for f in dataclasses.fields(cls)}, kind
     caption_fields = {f.name for f in dataclasses.fields(wire.Caption)} - {"type", "fallback_reason"}

@@ -48,6 +48,11 @@ MIN_BUDGET_AUDIO_MS = 3_000  # the compute budget is checked once a sentence has
 _stream_ids = itertools.count(1)
 
 
+def new_stream_id() -> int:
+    """A number no other stream of this process has: names a stream to the translator (its KV slot)."""
+    return next(_stream_ids)
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """What every session shares: its pace, its live behaviour, its budget and its VAD."""
@@ -129,7 +134,7 @@ class SegmentedSession(ABC):
         self.target = target
         self.options = options
         self.clock = clock or WallClock()
-        self.stream_id = next(_stream_ids)  # names this stream to the translator (its KV cache)
+        self.stream_id = new_stream_id()  # names this stream to the translator (its KV cache)
         self._vad = components.vad.stream()
         self._endpointer = Endpointer(options.vad)
         self._buffer = AudioBuffer()
@@ -327,6 +332,12 @@ class SegmentedSession(ABC):
         self._sentence = OpenSentence(start_ms)
         return event
 
+    def sentence_translation(self, text: str, committed: str) -> str:
+        """The target text that completes a closed source sentence after `committed` (what its final
+        adds). A source-only session (`streamst.sessions.source`) translates nothing here."""
+        translation = self.translate(text, committed=committed, reuse=self.commits_while_open)
+        return translation.text.rstrip() if committed else translation.text.strip()
+
     def discard_audio_before(self, ms: int) -> None:
         self._buffer.discard_before(ms - KEEP_BEFORE_MS)
 
@@ -389,9 +400,8 @@ class SegmentedSession(ABC):
         continues = first and self.commits_while_open
         committed = open_sentence.committed_target if continues else ""
         text = join_words(words)
-        translation = self.translate(text, committed=committed, reuse=self.commits_while_open)
+        delta = self.sentence_translation(text, committed)
         self._context = f"{self._context} {text}".strip()[-PROMPT_CHARS:]
-        delta = translation.text.rstrip() if committed else translation.text.strip()
         if (committed + delta).strip():
             self._earlier.append((text, (committed + delta).strip()))
         start_ms = min(open_sentence.start_ms, words[0].start_ms) if continues else words[0].start_ms
