@@ -6,8 +6,11 @@
     await app.shutdown()       # finishes open segments, sends their finals, closes
 
 Routes on the main port: `/` (the page), `/static/*`, `/healthz`, `/readyz`, `/v1/status`,
-`/v1/languages`; WebSockets at `/v1/stream` (native protocol) and `/` or `/funasr` (FunASR protocol).
-On the FunASR port every WebSocket path speaks FunASR, except `/v1/stream`."""
+`/v1/languages`; rooms: `POST /v1/rooms` (a new room and its keys), `GET /v1/rooms/{id}` (its
+counters), `GET /v1/rooms/{id}/qr.svg?key=` (its link as a QR code), `/room/{id}` (the caption
+viewer); WebSockets at `/v1/stream` (native protocol, also a room's speaker), `/v1/rooms/{id}/captions`
+(a room's listeners) and `/` or `/funasr` (FunASR protocol). On the FunASR port every WebSocket path
+speaks FunASR, except `/v1/stream`."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import logging
 import ssl
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,14 +35,17 @@ import streamst
 from streamst import wire
 from streamst.engine import Engine
 from streamst.errors import LanguageError, StreamstError
-from streamst.languages import Language, all_languages
+from streamst.languages import Language, all_languages, resolve
 from streamst.options import MODES
-from streamst.server import access, policies, web
+from streamst.server import access, policies, qr, web
 from streamst.server.config import ServerConfig
 from streamst.server.funasr import SUBPROTOCOL, FunasrConnection
 from streamst.server.limits import Admission
+from streamst.server.listener import ListenerConnection
 from streamst.server.native import NativeConnection
 from streamst.server.policies import SessionChoice
+from streamst.server.room import Room
+from streamst.server.rooms import Rooms
 from streamst.server.scheduler import ModelScheduler
 from streamst.wire import ErrorCode, ProtocolError
 
@@ -49,6 +55,25 @@ NATIVE = "native"
 FUNASR = "funasr"
 FUNASR_PATHS = ("/", "/funasr")
 SESSION_ID_CHARS = 12
+ROOM_PATH_PARTS = 4  # "", "v1", "rooms", "{id}" (+ "captions" or "qr.svg")
+STATUS_OF_CODE = {  # HTTP status of a refused room request, by error code
+    ErrorCode.BAD_MESSAGE: 400,
+    ErrorCode.UNSUPPORTED_LANGUAGE: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.UNKNOWN_ROOM: 404,
+    ErrorCode.ROOM_FULL: 503,
+    ErrorCode.SERVER_BUSY: 503,
+    ErrorCode.SHUTTING_DOWN: 503,
+}
+
+
+@dataclass(frozen=True)
+class ListenerTicket:
+    """A listener's handshake was admitted: the room and language its connection will read."""
+
+    room: Room
+    target: Language
 
 
 class App:
@@ -60,7 +85,8 @@ class App:
         self.admission = Admission(config.limits.max_sessions, is_gone=_is_closed)
         self.shutdown_requested = asyncio.Event()
         self._servers: list[Server] = []
-        self._endpoints: dict[ServerConnection, str] = {}
+        self._endpoints: dict[ServerConnection, str | ListenerTicket] = {}
+        self.rooms = Rooms(config.limits, self.scheduler, lambda: self.engine.load().translator, _is_closed)
         self._load_task: asyncio.Task[Any] | None = None
         self._origins = access.origin_policy(config.host, (), False, config.public_origins, config.allowed_origins)
 
@@ -118,6 +144,7 @@ class App:
             return
         log.info("shutting down: finishing %d open session(s)", self.admission.n_active)
         self.shutdown_requested.set()
+        self.rooms.end_waiting()
         await self._wait_for_connections()
         for server in self._servers:
             server.close()
@@ -161,6 +188,16 @@ class App:
         except StreamstError as e:
             raise ProtocolError(ErrorCode.ENGINE_ERROR, str(e)) from e
 
+    async def open_source_session(self, source: str, choice: SessionChoice):
+        """A room's source side (`SourceSession`): heard once, translated per language by the room."""
+        await self._wait_loaded()
+        try:
+            return self.engine.source_session(source, options=choice.options)
+        except LanguageError as e:
+            raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
+        except StreamstError as e:
+            raise ProtocolError(ErrorCode.ENGINE_ERROR, str(e)) from e
+
     def _start_loading(self) -> asyncio.Task[Any]:
         if self._load_task is None or (self._load_task.done() and self._load_task.exception() is not None):
             self._load_task = asyncio.create_task(asyncio.to_thread(self.engine.load), name="load-models")
@@ -183,12 +220,17 @@ class App:
         if duplicate is not None:
             log.info("refused %s %s: more than one %s header", _peer(connection), url.path, duplicate)
             return web.text_response(400, f"the request has more than one {duplicate} header; send it once\n")
+        query = parse_qs(url.query)
         if not web.is_websocket_upgrade(request):
+            if url.path.startswith(wire.ROOMS_PATH) or url.path.startswith("/room/"):
+                return self._room_route(connection, request, url.path, query)
             return self._http_route(url.path)
+        if _room_part(url.path) == "captions":
+            return self._admit_listener(connection, request, url.path, query)
         endpoint = _endpoint(url.path, port_kind)
         if endpoint is None:
             return web.text_response(404, f"no WebSocket endpoint at {url.path}; use {wire.STREAM_PATH} or /funasr\n")
-        refusal = self._check_access(connection, request, parse_qs(url.query)) or self._admit(connection)
+        refusal = self._check_access(connection, request, query) or self._admit(connection)
         if refusal is not None:
             log.info("refused %s %s: %s", _peer(connection), url.path, refusal.body.decode("utf-8", "replace"))
             return refusal
@@ -214,6 +256,95 @@ class App:
             )
         return web.text_response(404, f"not found: {path}\n")
 
+    # rooms ----------------------------------------------------------------------------------------
+
+    def _room_route(
+        self, connection: ServerConnection, request: Request, path: str, query: dict[str, list[str]]
+    ) -> Response:
+        """POST /v1/rooms, GET /v1/rooms/{id}, GET /v1/rooms/{id}/qr.svg, GET /room/{id}."""
+        try:
+            if path.startswith("/room/"):
+                return web.room_page()
+            if path.rstrip("/") == wire.ROOMS_PATH:
+                if request.method != "POST":
+                    return web.text_response(405, f"{wire.ROOMS_PATH} takes POST: it creates a room\n")
+                return self._create_room(connection, request, query)
+            part = _room_part(path)
+            if part == "":
+                return web.text_response(404, f"not found: {path}\n")
+            room = self.rooms.get(path.split("/")[3])
+            if part is None:
+                return web.json_response(200, room.describe())
+            if part == "qr.svg":
+                return self._room_qr(room, request, query)
+            if part == "captions":
+                return web.text_response(426, f"{path} is a WebSocket endpoint; connect with a WebSocket client\n")
+            return web.text_response(404, f"not found: {path}\n")
+        except ProtocolError as e:
+            return web.error_response(STATUS_OF_CODE.get(e.code, 400), e.code, str(e))
+
+    def _create_room(
+        self, connection: ServerConnection, request: Request, query: dict[str, list[str]]
+    ) -> Response:
+        refusal = self._check_access(connection, request, query)
+        if refusal is not None:
+            return refusal
+        if self.shutdown_requested.is_set():
+            return web.error_response(503, ErrorCode.SHUTTING_DOWN, "the server is shutting down; try again later")
+        room = self.rooms.create()
+        body = {
+            "room_id": room.id,
+            "speak_key": room.keys.speak,
+            "read_key": room.keys.read,
+            "speak_path": wire.STREAM_PATH,
+            "captions_path": wire.captions_path(room.id),
+            "viewer_path": wire.viewer_path(room.id),
+            "wait_s": self.limits.room_wait_s,
+        }
+        return web.json_response(201, body)
+
+    def _room_qr(self, room: Room, request: Request, query: dict[str, list[str]]) -> Response:
+        """The viewer link as a QR code, for the speaker's page: the key in the request must read the
+        room; the link is on the first public origin, else on the host the request was sent to."""
+        room = self.rooms.for_reader(room.id, query.get("key", [""])[0])
+        if self.config.public_origins:
+            base = self.config.public_origins[0].rstrip("/")
+        else:
+            scheme = "https" if self.config.certfile else "http"
+            base = f"{scheme}://{request.headers.get('Host', f'127.0.0.1:{self.ports[0]}')}"
+        link = f"{base}{wire.viewer_path(room.id)}?key={room.keys.read}"
+        image = qr.svg(link)
+        if image is None:
+            return web.text_response(404, "QR codes need the segno package on the server: pip install segno\n")
+        return web.response(200, image, web.CONTENT_TYPES[".svg"])
+
+    def _admit_listener(
+        self, connection: ServerConnection, request: Request, path: str, query: dict[str, list[str]]
+    ) -> Response | None:
+        """A listener's handshake: the room's read key stands in for the server's token; the room
+        must exist, the language must be one it can add, and the room must have a free place."""
+        refusal = self._check_origin(connection, request)
+        if refusal is not None:
+            return refusal
+        try:
+            if self.shutdown_requested.is_set():
+                raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the server is shutting down; try again later")
+            room = self.rooms.for_reader(path.split("/")[3], query.get("key", [""])[0])
+            target = _listener_target(query)
+            room.check_language(target)
+        except ProtocolError as e:
+            log.info("refused %s %s: %s", _peer(connection), path, e)
+            return web.error_response(STATUS_OF_CODE.get(e.code, 400), e.code, str(e))
+        if not room.listeners.admit(connection):
+            message = (
+                f"room {room.id} has {self.limits.max_listeners_per_room} of {self.limits.max_listeners_per_room} "
+                "listeners, its limit; try again later"
+            )
+            log.info("refused %s %s: %s", _peer(connection), path, message)
+            return web.error_response(503, ErrorCode.ROOM_FULL, message)
+        self._endpoints[connection] = ListenerTicket(room, target)
+        return None
+
     def _readiness(self) -> Response:
         if self.engine.loaded and not self.shutdown_requested.is_set():
             return web.text_response(200, "ready\n")
@@ -235,6 +366,7 @@ class App:
             "modes": list(MODES),
             "default_mode": self.config.default_mode,
             "policies": policies.describe(),
+            "rooms": self.rooms.status(),
         }
 
     def _load_state(self) -> str:
@@ -258,6 +390,9 @@ class App:
                 ErrorCode.UNAUTHORIZED,
                 "this server needs a token: send 'Authorization: Bearer <token>' or add ?token=<token> to the URL",
             )
+        return self._check_origin(connection, request)
+
+    def _check_origin(self, connection: ServerConnection, request: Request) -> Response | None:
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin, connection):
             return web.error_response(
@@ -306,6 +441,12 @@ class App:
     async def _handle(self, connection: ServerConnection) -> None:
         endpoint = self._endpoints.pop(connection, NATIVE)
         session_id = uuid.uuid4().hex[:SESSION_ID_CHARS]
+        if isinstance(endpoint, ListenerTicket):
+            try:
+                await ListenerConnection(connection, self, session_id, endpoint.room, endpoint.target).run()
+            finally:
+                endpoint.room.listeners.release(connection)
+            return
         handler = NativeConnection if endpoint == NATIVE else FunasrConnection
         try:
             await handler(connection, self, session_id).run()
@@ -331,6 +472,25 @@ def _endpoint(path: str, port_kind: str) -> str | None:
     if port_kind == FUNASR or path in FUNASR_PATHS:
         return FUNASR
     return None
+
+
+def _room_part(path: str) -> str | None:
+    """What a path under /v1/rooms/{id} names: None for the room itself, else the part after the id
+    ("captions", "qr.svg"); "" for paths that are not under a room."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) < ROOM_PATH_PARTS or "/".join(parts[:3]) != wire.ROOMS_PATH:
+        return ""
+    return None if len(parts) == ROOM_PATH_PARTS else "/".join(parts[ROOM_PATH_PARTS:])
+
+
+def _listener_target(query: dict[str, list[str]]) -> Language:
+    code = query.get("target", [""])[0].strip()
+    if not code:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a listener names its caption language: add ?target=de (or zh, es, …)")
+    try:
+        return resolve(code)
+    except LanguageError as e:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:

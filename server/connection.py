@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,7 @@ class StreamConnection(ABC):
                 task.cancel()
             if self.pipeline is not None:
                 self.pipeline.cancel()
+            self.on_closed()
             self._log_end(ending)
 
     def end(self, ending: Ending) -> None:
@@ -123,14 +125,27 @@ class StreamConnection(ABC):
     def ended(self) -> bool:
         return self._ending.done()
 
-    def start_pipeline(self, session, sample_rate_hz: int, max_backlog_ms: int | None = None) -> StreamPipeline:
+    def on_closed(self) -> None:
+        """The connection is over, however it ended (a hook for what it holds beyond its pipeline)."""
+
+    def start_pipeline(
+        self,
+        session,
+        sample_rate_hz: int,
+        max_backlog_ms: int | None = None,
+        on_events: Callable[[list[Event]], None] | None = None,
+        meter: Callable[[float], None] | None = None,
+    ) -> StreamPipeline:
+        """Runs `session` on this connection's audio; its events go to `on_events` (default: this
+        client), and `meter` is told the seconds of each of its model calls."""
         pipeline = StreamPipeline(
             session,
             self.app.scheduler,
             sample_rate_hz,
             max_backlog_ms or self.limits.max_backlog_ms,
             self.limits.max_batch_ms,
-            self._on_events,
+            on_events or self._on_events,
+            meter,
         )
         pipeline.start().add_done_callback(self._pipeline_done)
         self.pipeline = pipeline

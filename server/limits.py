@@ -31,6 +31,13 @@ class Limits:
     ping_timeout_s: float = 20.0
     close_timeout_s: float = 5.0  # how long the last messages and the closing handshake may take
     finish_timeout_s: float = 60.0  # how long finishing a session's open segments may take
+    max_rooms: int = 4  # rooms open at once (one speaker, many listeners each); more are refused with server_busy
+    max_listeners_per_room: int = 200  # caption readers of one room; more get room_full (HTTP 503)
+    max_languages_per_room: int = 4  # caption languages one room translates into at once (each costs compute)
+    room_history_s: float = 600.0  # committed text a late joiner receives first: the last this many seconds of speech
+    room_history_finals: int = 1_000  # and at most this many finals
+    room_catch_up_s: float = 60.0  # a language nobody read yet is first translated from this far back
+    room_wait_s: float = 600.0  # a room made with POST /v1/rooms ends if no speaker starts within this time
 
     def __post_init__(self) -> None:
         positive = {
@@ -49,10 +56,18 @@ class Limits:
             "ping_timeout_s": self.ping_timeout_s,
             "close_timeout_s": self.close_timeout_s,
             "finish_timeout_s": self.finish_timeout_s,
+            "max_rooms": self.max_rooms,
+            "max_listeners_per_room": self.max_listeners_per_room,
+            "max_languages_per_room": self.max_languages_per_room,
+            "room_history_s": self.room_history_s,
+            "room_history_finals": self.room_history_finals,
+            "room_wait_s": self.room_wait_s,
         }
         for name, value in positive.items():
             if not value > 0:
                 raise OptionsError(f"server limit {name} must be positive, got {value}")
+        if self.room_catch_up_s < 0:
+            raise OptionsError(f"server limit room_catch_up_s must be 0 or more, got {self.room_catch_up_s}")
         if self.max_frame_bytes < 4 * KIB:
             raise OptionsError(f"max_frame_bytes must be at least {4 * KIB} bytes, got {self.max_frame_bytes}")
 

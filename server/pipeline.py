@@ -34,8 +34,10 @@ class StreamPipeline:
         max_backlog_ms: int,
         max_batch_ms: int,
         on_events: Callable[[list[Event]], None],
+        meter: Callable[[float], None] | None = None,
     ) -> None:
         self.session = session
+        self._meter = meter  # told the seconds of each model call (a room counts its compute)
         self._scheduler = scheduler
         self._resampler = StreamResampler(sample_rate_hz, SAMPLE_RATE_HZ) if sample_rate_hz != SAMPLE_RATE_HZ else None
         self._max_backlog_samples = ms_to_samples(max_backlog_ms)
@@ -91,7 +93,7 @@ class StreamPipeline:
         if self._task is not None:
             await self._task
         try:
-            self._emit(await self._scheduler.run(self.session.finish, stream=self))
+            self._emit(await self._scheduler.run(self.session.finish, stream=self, meter=self._meter))
         finally:
             self._scheduler.forget(self)
 
@@ -133,7 +135,9 @@ class StreamPipeline:
                 await self._wakeup.wait()
                 continue
             batch = self._take_batch()
-            events = await self._scheduler.run(lambda batch=batch: self.session.push(batch), stream=self)
+            events = await self._scheduler.run(
+                lambda batch=batch: self.session.push(batch), stream=self, meter=self._meter
+            )
             self.n_pushed_samples += batch.size
             self._emit(events)
 

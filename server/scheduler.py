@@ -51,10 +51,12 @@ class ModelScheduler:
         busy_s = sum(min(end, now_s) - max(start, since_s) for start, end in self._busy if end > since_s)
         return min(1.0, busy_s / (UTILISATION_WINDOW_S * self.concurrency))
 
-    async def run(self, call: Callable[[], T], stream: Hashable | None = None) -> T:
+    async def run(
+        self, call: Callable[[], T], stream: Hashable | None = None, meter: Callable[[float], None] | None = None
+    ) -> T:
         """Runs `call()` in the pool once a slot is free and it is this stream's turn. If the caller
         is cancelled while the call runs, the slot stays taken until the thread is done, so the
-        bound always holds."""
+        bound always holds. `meter`, if given, is told the seconds the call took (on the loop)."""
         if stream is not None:
             self._used_s.setdefault(stream, self._level())
         await self._acquire(stream)
@@ -71,6 +73,8 @@ class ModelScheduler:
             self._busy.append((started_s, ended_s))
             if stream in self._used_s:  # not forgotten meanwhile
                 self._used_s[stream] += ended_s - started_s
+            if meter is not None:
+                meter(ended_s - started_s)
             self._release()
 
     def forget(self, stream: Hashable) -> None:

@@ -16,6 +16,7 @@ from streamst import wire
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 INDEX_FILE = "index.html"
+ROOM_FILE = "room.html"  # a room's caption viewer
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -80,6 +81,11 @@ def _static_bytes(name: str) -> bytes | None:
 
 def index_page() -> Response:
     return static_file(INDEX_FILE)
+
+
+def room_page() -> Response:
+    """The caption viewer; the same page for every room (it reads the room id from its URL)."""
+    return static_file(ROOM_FILE)
 
 
 def is_websocket_upgrade(request: Request) -> bool:

@@ -21,6 +21,7 @@ from streamst.policies import Policy, PolicyState, ProposalRequest, count_units
 from streamst.sessions.base import SegmentedSession
 from streamst.sessions.cascade import CascadeOptions, CascadeSession
 from streamst.sessions.direct import DirectOptions, DirectSession
+from streamst.sessions.source import SentenceStream, SourceSession
 from streamst.types import FinalEvent, PartialEvent
 
 TALK = spoken("Hello world this is a test. How are you today?", start_ms=200)
@@ -88,6 +89,22 @@ def test_cascade_translates_agreed_sentences_early_and_the_rest_at_close():
     assert [e.start_ms for e in done] == [TALK[0].start_ms, TALK[6].start_ms]
     # After the early final the window starts between the sentences, not at the segment start.
     assert session.components.encoder.calls[-1].window_start_ms > TALK[5].end_ms
+
+
+def test_the_source_session_is_the_cascade_without_its_translation():
+    """A room's source side closes the same sentences at the same moments, and calls no translator;
+    a SentenceStream then gives the cascade's finals."""
+    translator = ScriptedTranslator()
+    source = SourceSession(components(TALK, translator), EN, CascadeOptions(), SimulatedClock())
+    heard = run(source, audio_for(TALK, TALK_MS))
+    translated = run(cascade(), audio_for(TALK, TALK_MS))
+    assert translator.calls == []
+    assert [(e.kind, e.segment_id, e.source_text, e.start_ms, e.end_ms, e.audio_ms) for e in heard] == [
+        (e.kind, e.segment_id, e.source_text, e.start_ms, e.end_ms, e.audio_ms) for e in translated
+    ]
+    assert all(e.committed_text == "" for e in heard)
+    german = SentenceStream(translator, EN, DE)
+    assert [german.final(e).committed_text for e in finals(heard)] == [e.committed_text for e in finals(translated)]
 
 
 @pytest.mark.parametrize("make", [direct, cascade])
