@@ -1,9 +1,10 @@
 // streamst live captions: microphone → /v1/stream (native protocol, see docs/protocol.md) → captions.
 
+import { CaptionView, download, toSrt, toVtt } from "/static/captions.js";
+
 const TARGET_RATE_HZ = 16000;
 const FRAME_MS = 100;
 const MAX_QUEUED_FRAMES = 100; // audio held while the session opens: 10 s
-const MAX_SEGMENTS_SHOWN = 300;
 const PROTOCOL_VERSION = 1;
 
 const $ = (id) => document.getElementById(id);
@@ -24,7 +25,13 @@ const ui = {
   textSize: $("text-size"),
   srt: $("download-srt"),
   vtt: $("download-vtt"),
+  roomShare: $("room-share"),
+  roomPanel: $("room-panel"),
+  roomQr: $("room-qr"),
+  roomLink: $("room-link"),
+  roomReaders: $("room-readers"),
 };
+const ROOM_POLL_MS = 2000; // how often the speaker's page asks how many listeners read each language
 const params = new URLSearchParams(location.search);
 
 // ---------------------------------------------------------------------------------------------
@@ -89,6 +96,11 @@ function showKnob(value) {
   ui.knobName.textContent = knob.name;
 }
 
+// A room runs the cascade: the chosen policy and knob if they are the cascade's, else its defaults.
+function cascadeSettings() {
+  return ui.mode.value === "cascade" ? { policy: ui.policy.value, knob: knobValue() } : { policy: null, knob: null };
+}
+
 // The knob as a number; null (the policy's default) when the field is hidden or empty.
 function knobValue() {
   return !ui.knobField.hidden && Number.isFinite(ui.knob.valueAsNumber) ? ui.knob.valueAsNumber : null;
@@ -132,120 +144,6 @@ function fillSelect(select, options, selected) {
       return option;
     }),
   );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Captions
-
-const UNSPACED_SCRIPT = /[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]/;
-
-// A space between committed text and the tentative tail, unless either side is CJK or has one.
-function separator(before, after) {
-  if (!before || !after || /\s$/.test(before) || /^\s/.test(after)) return "";
-  return UNSPACED_SCRIPT.test(before.at(-1)) || UNSPACED_SCRIPT.test(after[0]) ? "" : " ";
-}
-
-class CaptionView {
-  constructor(container) {
-    this.container = container;
-    this.segments = new Map(); // segment_id → {root, committed, tentative, source}
-    this.finals = []; // {start_ms, end_ms, text} for SRT/VTT
-  }
-
-  clear() {
-    this.container.replaceChildren();
-    this.segments.clear();
-    this.finals = [];
-  }
-
-  update(message) {
-    const atBottom = this.isScrolledToBottom();
-    const segment = this.segment(message.segment_id);
-    segment.committed.textContent = message.committed_text;
-    segment.tentative.textContent = separator(message.committed_text, message.tentative_text) + message.tentative_text;
-    segment.placeholder.textContent = !message.committed_text && !message.tentative_text && message.type === "partial" ? "…" : "";
-    segment.source.textContent = message.source_text;
-    if (message.type === "final") {
-      segment.root.classList.add("final");
-      if (message.committed_text) {
-        this.finals.push({ start_ms: message.start_ms, end_ms: message.end_ms, text: message.committed_text });
-      } else {
-        segment.root.remove();
-        this.segments.delete(message.segment_id);
-      }
-    }
-    this.trim();
-    if (atBottom) this.container.scrollTop = this.container.scrollHeight;
-  }
-
-  segment(id) {
-    let segment = this.segments.get(id);
-    if (segment) return segment;
-    const root = document.createElement("div");
-    root.className = "segment";
-    root.dataset.segmentId = id;
-    const target = document.createElement("p");
-    target.className = "target";
-    const committed = document.createElement("span");
-    committed.className = "committed";
-    const tentative = document.createElement("span");
-    tentative.className = "tentative";
-    const placeholder = document.createElement("span");
-    placeholder.className = "placeholder";
-    target.append(committed, tentative, placeholder);
-    const source = document.createElement("p");
-    source.className = "source";
-    root.append(target, source);
-    this.container.append(root);
-    segment = { root, committed, tentative, placeholder, source };
-    this.segments.set(id, segment);
-    return segment;
-  }
-
-  trim() {
-    while (this.container.children.length > MAX_SEGMENTS_SHOWN) {
-      const first = this.container.firstElementChild;
-      this.segments.delete(Number(first.dataset.segmentId));
-      first.remove();
-    }
-  }
-
-  isScrolledToBottom() {
-    const c = this.container;
-    return c.scrollHeight - c.scrollTop - c.clientHeight < 40;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Subtitles
-
-function timestamp(ms, decimal) {
-  ms = Math.max(0, Math.round(ms));
-  const pad = (n, width = 2) => String(n).padStart(width, "0");
-  const hours = Math.floor(ms / 3600000);
-  const minutes = Math.floor((ms % 3600000) / 60000);
-  const seconds = Math.floor((ms % 60000) / 1000);
-  return `${pad(hours)}:${pad(minutes)}:${pad(seconds)}${decimal}${pad(ms % 1000, 3)}`;
-}
-
-function toSrt(finals) {
-  return finals
-    .map((f, i) => `${i + 1}\n${timestamp(f.start_ms, ",")} --> ${timestamp(Math.max(f.end_ms, f.start_ms + 1), ",")}\n${f.text}\n`)
-    .join("\n");
-}
-
-function toVtt(finals) {
-  const cues = finals.map((f) => `${timestamp(f.start_ms, ".")} --> ${timestamp(Math.max(f.end_ms, f.start_ms + 1), ".")}\n${f.text}\n`);
-  return `WEBVTT\n\n${cues.join("\n")}`;
-}
-
-function download(text, filename, type) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
-  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +222,7 @@ class CaptionSession {
     this.lastError = null;
   }
 
-  // `settings`: {mode, policy, knob}, null for the server's defaults.
+  // `settings`: {mode, policy, knob, room}, null for the server's defaults; room: "new" shares it.
   async start(source, target, settings) {
     this.microphone = await openMicrophone();
     this.microphone.onFrame((frame) => this.sendAudio(frame));
@@ -343,6 +241,7 @@ class CaptionSession {
           knob: settings.knob,
           sample_rate_hz: TARGET_RATE_HZ,
           sample_format: "pcm16",
+          ...(settings.room ? { room: settings.room } : {}),
         }),
       );
     this.ws.onmessage = (event) => this.onMessage(JSON.parse(event.data));
@@ -364,6 +263,7 @@ class CaptionSession {
         this.ready = true;
         for (const frame of this.queued.splice(0)) this.ws.send(frame);
         setStatus(`Live: ${message.source} → ${message.target} (${settingsText(message)}). Speak now.`, "live");
+        if (message.room_id) showRoom(message.room_id, message.read_key);
         break;
       case "partial":
       case "final":
@@ -383,6 +283,7 @@ class CaptionSession {
 
   async onClose(event) {
     this.releaseMicrophone();
+    stopRoomPolling();
     setButtons(false);
     if (this.ended || this.lastError) return;
     setStatus(await refusalMessage(event), "error");
@@ -435,6 +336,44 @@ async function refusalMessage(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sharing as a room: the link and its QR code, and how many listeners read each language
+
+let roomPoll = null;
+
+function showRoom(roomId, readKey) {
+  const link = new URL(`/room/${roomId}`, location.href);
+  link.searchParams.set("key", readKey);
+  ui.roomLink.href = link.href;
+  ui.roomLink.textContent = link.href;
+  ui.roomQr.src = `/v1/rooms/${roomId}/qr.svg?key=${encodeURIComponent(readKey)}`;
+  ui.roomQr.onerror = () => (ui.roomQr.hidden = true);
+  ui.roomPanel.hidden = false;
+  stopRoomPolling();
+  roomPoll = setInterval(() => showReaders(roomId), ROOM_POLL_MS);
+}
+
+async function showReaders(roomId) {
+  try {
+    const response = await fetch(`/v1/rooms/${roomId}`);
+    if (!response.ok) return stopRoomPolling();
+    const room = await response.json();
+    const counts = Object.entries(room.languages)
+      .filter(([, language]) => language.listeners > 0)
+      .map(([code, language]) => `${code}: ${language.listeners}`);
+    ui.roomReaders.textContent = counts.length
+      ? `${room.listeners} listener${room.listeners === 1 ? "" : "s"} (${counts.join(" · ")})`
+      : "No listeners yet.";
+  } catch {
+    // the next poll tries again
+  }
+}
+
+function stopRoomPolling() {
+  clearInterval(roomPoll);
+  roomPoll = null;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Wiring
 
 const view = new CaptionView(ui.captions);
@@ -448,6 +387,7 @@ function setButtons(running) {
   ui.mode.disabled = running;
   ui.policy.disabled = running;
   ui.knob.disabled = running;
+  ui.roomShare.disabled = running;
 }
 
 function updateDownloads() {
@@ -472,10 +412,13 @@ ui.start.addEventListener("click", async () => {
   view.clear();
   updateDownloads();
   setButtons(true);
+  ui.roomPanel.hidden = true;
+  const room = ui.roomShare.checked ? "new" : null;
   session = new CaptionSession(view);
   try {
     setStatus("Opening the microphone…");
-    await session.start(source, target, { mode: ui.mode.value, policy: ui.policy.value, knob: knobValue() });
+    const settings = { mode: ui.mode.value, policy: ui.policy.value, knob: knobValue(), room };
+    await session.start(source, target, room ? { ...settings, mode: "cascade", ...cascadeSettings() } : settings);
   } catch (error) {
     session.releaseMicrophone();
     setButtons(false);
