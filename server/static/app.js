@@ -384,7 +384,7 @@ function setButtons(running) {
   ui.stop.disabled = !running;
   ui.source.disabled = running;
   ui.target.disabled = running;
-  ui.mode.disabled = running;
+  ui.mode.disabled = running || ui.roomShare.checked;
   ui.policy.disabled = running;
   ui.knob.disabled = running;
   ui.roomShare.disabled = running;
@@ -427,6 +427,14 @@ ui.start.addEventListener("click", async () => {
 });
 
 ui.stop.addEventListener("click", () => session?.stop());
+ui.roomShare.addEventListener("change", () => {
+  // A room runs the cascade: show its policies while sharing is chosen.
+  if (ui.roomShare.checked && ui.mode.value !== "cascade") {
+    ui.mode.value = "cascade";
+    showPolicies();
+  }
+  ui.mode.disabled = ui.roomShare.checked;
+});
 ui.mode.addEventListener("change", () => showPolicies());
 ui.policy.addEventListener("change", () => showKnob());
 ui.srt.addEventListener("click", () => download(toSrt(view.finals), "captions.srt", "application/x-subrip"));
