@@ -30,6 +30,7 @@ from streamst.client.capture import FileSource, LevelMeter, Source
 from streamst.client.connection import CaptionStream, ConnectionOptions, Status
 from streamst.client.display import Display, Snapshot
 from streamst.client.errors import ClientError
+from streamst.client.listen import viewer_link
 from streamst.client.save import CaptionWriter
 from streamst.types import SAMPLE_RATE_HZ
 
@@ -68,6 +69,7 @@ class Client:
         self.display: Display | None = None
         self.n_finals = 0
         self.stopping = asyncio.Event()  # the person asked to stop
+        self._room_told: str | None = None  # the room whose link was shown
         self.forced = asyncio.Event()  # … twice
 
     # the stream's listener: files first (nothing is lost if the display fails), then the display
@@ -83,6 +85,16 @@ class Client:
     def on_status(self, status: Status) -> None:
         if self.display is not None:
             self.display.on_status(status)
+            self._tell_room()
+
+    def _tell_room(self) -> None:
+        """Speaking into a room: its link, once per room (a reconnection with room "new" opens another)."""
+        ready = self.stream.ready
+        if self.display is None or ready is None or ready.room_id is None or ready.room_id == self._room_told:
+            return
+        self._room_told = ready.room_id
+        link = viewer_link(self.options.connection.url, ready.room_id, ready.read_key or "")
+        self.display.note(f"room {ready.room_id}: listeners open {link} (or streamst-mic --listen LINK --target LANG)")
 
     def snapshot(self) -> Snapshot:
         start = self.options.connection.start

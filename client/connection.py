@@ -411,7 +411,7 @@ def _refusal(e: InvalidStatus) -> ServerRefused:
         error = wire.parse_server_message(body)
         if isinstance(error, wire.Error):
             code, message = str(error.code), error.message
-    if status == 404:
+    if status == 404 and not code:
         message = f"no stream endpoint at that path ({message.strip()})"
     return ServerRefused(
         f"the server refused the connection (HTTP {status}{f' {code}' if code else ''}): {message}",

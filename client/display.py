@@ -51,6 +51,7 @@ class Snapshot:
     level_fraction: float  # the same as 0…1 for the meter
     n_overruns: int  # audio blocks lost by the capture
     stopping: bool = False  # the person asked to stop (Ctrl-C) or the file ended
+    listening: bool = False  # following a room (--listen): no microphone, so no level meter
 
 
 class Display(Protocol):
@@ -144,7 +145,7 @@ def status_text(snapshot: Snapshot, now_s: float | None = None, meter: str = "")
     so that a narrow terminal cuts the least useful part."""
     status = snapshot.status
     now_s = time.monotonic() if now_s is None else now_s
-    parts = [] if snapshot.stopping else [meter]
+    parts = [] if snapshot.stopping or snapshot.listening else [meter]
     if snapshot.n_overruns:
         parts.append(f"{snapshot.n_overruns} overrun{'s' if snapshot.n_overruns != 1 else ''}")
     if status.dropped_ms:

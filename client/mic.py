@@ -5,6 +5,8 @@
     streamst-mic --source de --target en --device "USB" --save talk.srt
     streamst-mic --source en --target de --file talk.wav       # a file, played at real-time pace
     streamst-mic --server wss://captions.example.org --token "$STREAMST_TOKEN" --source en --target ja
+    streamst-mic --source en --target de --room                # speak into a new room: prints its link
+    streamst-mic --listen "http://HOST:8765/room/ID?key=KEY" --target fr   # follow a room, no microphone
 
 Ctrl-C stops: the audio so far is sent, the last captions arrive, and the program exits.
 """
@@ -27,6 +29,7 @@ from streamst.client.capture import FileSource, MicrophoneSource, Source
 from streamst.client.connection import DEFAULT_SERVER, ConnectionOptions, stream_url
 from streamst.client.display import PROGRAM, Display, DisplayLogHandler, PlainDisplay, Snapshot, TtyDisplay
 from streamst.client.errors import ClientError
+from streamst.client.listen import RoomListener, captions_url
 from streamst.client.save import CaptionWriter, open_writer
 from streamst.errors import StreamstError
 
@@ -55,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     speech.add_argument("--policy", help="direct mode's policy: wait-k, la or confidence")
     speech.add_argument("--knob", type=float, help="the policy's latency knob (k, n or tau)")
     speech.add_argument("--step-ms", type=int, help="new audio (ms) that triggers the next step")
+    room = parser.add_argument_group("rooms (one speaker, listeners in their own languages)")
+    room.add_argument(
+        "--room",
+        nargs="?",
+        const=wire.NEW_ROOM,
+        metavar="ID",
+        help="speak into a room: a new one (its link is printed), or the room ID made by POST /v1/rooms",
+    )
+    room.add_argument("--room-key", help="the speak key of the room --room ID names")
+    room.add_argument(
+        "--listen", metavar="ROOM", help="follow a room instead of speaking: its link, or its id with --key"
+    )
+    room.add_argument("--key", help="the room's read key, when --listen gives an id rather than the link")
     audio = parser.add_argument_group("audio")
     audio.add_argument("--device", "-d", help="input device: its index or (part of) its name; default: the system's")
     audio.add_argument("--list-devices", action="store_true", help="list input devices and exit")
@@ -102,6 +118,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         raise ClientError("give the spoken and the caption language, e.g. --source en --target zh")
     if args.device is not None and args.file is not None:
         raise ClientError("give --device or --file, not both")
+    if args.room_key is not None and args.room in (None, wire.NEW_ROOM):
+        raise ClientError("--room-key goes with --room ID (the room made by POST /v1/rooms)")
     start = wire.Start(
         source=args.source,
         target=args.target,
@@ -109,6 +127,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         policy=args.policy,
         knob=args.knob,
         step_ms=args.step_ms,
+        room=args.room,
+        room_key=args.room_key,
     )
     connection = ConnectionOptions(
         url=stream_url(args.server),
@@ -159,6 +179,26 @@ def list_devices() -> int:
     return 0
 
 
+def listen(args: argparse.Namespace, writers: list[CaptionWriter]) -> int:
+    """--listen: shows (and saves) a room's captions in --target until the room ends."""
+    if not args.target:
+        raise ClientError("give the language to read the room in, e.g. --listen LINK --target fr")
+    if args.room is not None or args.device is not None or args.file is not None:
+        raise ClientError("--listen follows a room without audio: leave out --room, --device and --file")
+    url = captions_url(args.listen, args.server, args.target, args.key)
+    writers += [open_writer(path, "", args.target) for path in args.save]
+    listener = RoomListener(url, writers, args.cafile, args.max_reconnect_s)
+    display = make_display(args, listener.snapshot)
+    configure_logging(args.verbose, display)
+    summary = ""
+    try:
+        code = asyncio.run(listener.run(display))
+        summary = f"the room ended · {listener.n_finals} caption{'s' if listener.n_finals != 1 else ''}"
+        return code
+    finally:
+        display.close(summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     writers: list[CaptionWriter] = []
@@ -166,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_devices:
             configure_logging(args.verbose, None)
             return list_devices()
+        if args.listen is not None:
+            return listen(args, writers)
         options = options_from_args(args)
         source = make_source(args)
         writers = [open_writer(path, args.source, args.target) for path in args.save]
