@@ -109,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-concurrency", type=int, default=defaults.model_concurrency,
         help="model calls at once (%(default)s; with --threads, at most the cores)",
     )
+    rooms = parser.add_argument_group("rooms (one speaker, many listeners)")
+    rooms.add_argument("--max-rooms", type=int, default=defaults.max_rooms, help="rooms at once (%(default)s)")
+    rooms.add_argument(
+        "--max-listeners-per-room", type=int, default=defaults.max_listeners_per_room,
+        help="listeners of one room (%(default)s)",
+    )  # fmt: skip
+    rooms.add_argument(
+        "--max-languages-per-room", type=int, default=defaults.max_languages_per_room,
+        help="caption languages of one room, each one translation stream (%(default)s)",
+    )  # fmt: skip
+    rooms.add_argument(
+        "--room-history-s", type=float, default=defaults.room_history_s,
+        help="recent speech whose captions a late joiner gets first (%(default)g s)",
+    )  # fmt: skip
     engine = parser.add_argument_group("engine")
     engine.add_argument("--mode", choices=MODES, default=ServerConfig().default_mode, help="default mode (%(default)s)")
     engine.add_argument("--threads", type=int, default=EngineConfig().n_threads,
@@ -142,6 +156,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_offline_backlog_ms=args.max_offline_backlog_ms,
         model_concurrency=args.model_concurrency,
         finish_timeout_s=args.finish_timeout_s,
+        max_rooms=args.max_rooms,
+        max_listeners_per_room=args.max_listeners_per_room,
+        max_languages_per_room=args.max_languages_per_room,
+        room_history_s=args.room_history_s,
     )
     return ServerConfig(
         host=args.host,
