@@ -323,6 +323,7 @@ class App:
     ) -> Response | None:
         """A listener's handshake: the room's read key stands in for the server's token; the room
         must exist, the language must be one it can add, and the room must have a free place."""
+        self._forget_closed()
         refusal = self._check_origin(connection, request)
         if refusal is not None:
             return refusal
@@ -486,7 +487,9 @@ def _room_part(path: str) -> str | None:
 def _listener_target(query: dict[str, list[str]]) -> Language:
     code = query.get("target", [""])[0].strip()
     if not code:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a listener names its caption language: add ?target=de (or zh, es, …)")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, "a listener names its caption language: add ?target=de (or zh, es, …)"
+        )
     try:
         return resolve(code)
     except LanguageError as e:

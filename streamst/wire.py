@@ -79,7 +79,7 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"  # the server is stopping (HTTP 503 at the handshake)
     UNKNOWN_ROOM = "unknown_room"  # no room has that id (it never existed, or it has ended)
     ROOM_FULL = "room_full"  # the room has its most listeners, or languages (HTTP 503 at the handshake)
-    FORBIDDEN = "forbidden"  # the key does not allow this (a read key used to speak, a wrong key, audio from a listener)
+    FORBIDDEN = "forbidden"  # the key does not allow this (a read key to speak, a wrong key, a listener's audio)
     ENGINE_ERROR = "engine_error"  # the engine rejected the stream (its message says why)
     INTERNAL_ERROR = "internal_error"  # a bug in the server; the log has the details
 

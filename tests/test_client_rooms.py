@@ -35,7 +35,8 @@ def test_captions_url_from_a_link_or_an_id():
     link = "http://example.org:8765/room/abc123?key=READ"
     assert captions_url(link, "ignored:1", "fr") == "ws://example.org:8765/v1/rooms/abc123/captions?target=fr&key=READ"
     assert captions_url("https://example.org/room/abc123/?key=K", "", "de").startswith("wss://example.org/v1/rooms/")
-    assert captions_url("abc123", "127.0.0.1:9000", "zh", "K") == "ws://127.0.0.1:9000/v1/rooms/abc123/captions?target=zh&key=K"
+    by_id = captions_url("abc123", "127.0.0.1:9000", "zh", "K")
+    assert by_id == "ws://127.0.0.1:9000/v1/rooms/abc123/captions?target=zh&key=K"
     assert viewer_link("wss://example.org/v1/stream", "abc123", "K+/") == "https://example.org/room/abc123?key=K%2B%2F"
     for room, key, says in [
         ("abc123", None, "read key"),

@@ -90,7 +90,9 @@ async def _view(page_ws_url: str, speaker, frames: list[bytes], downloads: Path,
         )
         page["status_ended"] = await devtools.evaluate("document.getElementById('status').textContent")
         page["spanish"] = await devtools.evaluate(CAPTIONS)
-        page["targets"] = await devtools.evaluate("[...document.querySelectorAll('#captions .target')].map(e => e.innerText)")
+        page["targets"] = await devtools.evaluate(
+            "[...document.querySelectorAll('#captions .target')].map(e => e.innerText)"
+        )
         await devtools.screenshot(shots / "room-viewer.png")
         await devtools.evaluate("document.getElementById('theme').click(); true")
         page["theme"] = await devtools.evaluate("document.documentElement.className")
@@ -136,7 +138,8 @@ def test_room_viewer_follows_a_live_room_switches_language_and_downloads_vtt(tmp
             await app.shutdown()
 
     page = asyncio.run(asyncio.wait_for(main(), 4 * PAGE_TIMEOUT_S))
-    print(f"screenshots: {shots / 'room-viewer.png'} {shots / 'room-viewer-light.png'} {shots / 'room-viewer-phone.png'}")
+    names = ("room-viewer.png", "room-viewer-light.png", "room-viewer-phone.png")
+    print("screenshots:", *(shots / name for name in names))
     assert page["live"], f"the viewer did not join the room: {page}"
     assert "[de] GOOD MORNING EVERYONE." in page["german"], page
     assert page["language"] == "es"

@@ -54,7 +54,9 @@ class SentenceStream:
     sentence's translation. A target equal to the source gives the transcript and costs no model
     call. Not thread-safe: one call at a time, in source order."""
 
-    def __init__(self, translator: Translator, source: Language, target: Language, translation_context: int = 0) -> None:
+    def __init__(
+        self, translator: Translator, source: Language, target: Language, translation_context: int = 0
+    ) -> None:
         self.translator = translator
         self.source = source
         self.target = target
