@@ -163,6 +163,7 @@ class LanguageStream:
                 f"translating this room into {self.target.name} failed ({e}); the other languages go on. "
                 "Join again to restart this one",
             )
+            self.room.drop(self)
             for reader in list(self.readers):
                 reader.room_ended(error)
         finally:
@@ -308,6 +309,11 @@ class Room:
         history = stream.history.snapshot()
         stream.readers.add(reader)
         return history
+
+    def drop(self, stream: LanguageStream) -> None:
+        """A language that failed: forgotten, so that the next reader of it starts it afresh."""
+        if self.languages.get(stream.target.code) is stream:
+            del self.languages[stream.target.code]
 
     def leave(self, reader: Reader) -> None:
         """`reader` reads no more; a language left without readers stops costing anything."""

@@ -205,6 +205,31 @@ def test_a_room_ending_tells_every_reader_and_forgets_its_languages():
     assert room.ended and room.languages == {} and room.describe()["source_pipelines"] == 0
 
 
+def test_a_language_that_fails_ends_its_readers_only_and_starts_afresh_when_read_again():
+    async def main():
+        async with a_room(ScriptedTranslator(fail_calls=frozenset({1}))) as (room, translator):
+            room.start_speaking(EN)
+            german, spanish = Reader(), Reader()
+            room.join(german, DE)
+            room.on_source_events([_final(0, "one.")])
+            await _until(lambda: len(german.finals()) == 1)
+            room.join(spanish, ES)  # its catch-up translation is call 1, which fails
+            await _until(lambda: spanish.ended != [])
+            room.on_source_events([_final(1, "two.")])
+            await _until(lambda: len(german.finals()) == 2)
+            again = Reader()
+            room.join(again, ES)
+            await _until(lambda: len(again.finals()) == 2)
+            return german, spanish, again, sorted(room.languages)
+
+    german, spanish, again, languages = asyncio.run(main())
+    (error,) = spanish.ended
+    assert error.code == ErrorCode.ENGINE_ERROR and "Spanish" in str(error)
+    assert german.ended == [None]  # only by the room's end, when the test closes it
+    assert german.finals() == ["ONE.", "TWO."] and again.finals() == ["ONE.", "TWO."]
+    assert languages == ["de", "es"]
+
+
 def test_history_is_bounded_by_time_and_count():
     history = History(max_s=2.5, max_finals=100)
     for i in range(10):
