@@ -329,3 +329,22 @@ def test_rooms_beyond_the_limit_are_refused():
     assert second[0] == 503 and json.loads(second[1])["code"] == "server_busy" and b"1 of 1 rooms" in second[1]
     assert speaker.of_type("error")[0]["code"] == "server_busy"
     assert wrong_method[0] == 405
+
+
+def test_a_speaker_that_vanishes_ends_the_room_for_its_listeners():
+    async def main():
+        async with serving() as app:
+            speaker = await _speak(app)
+            ready = speaker.of_type("ready")[0]
+            listener = await _listen(app, ready["room_id"], ready["read_key"], "es")
+            await _send(speaker, FRAMES[: len(FRAMES) // 2])
+            await _until(lambda: len(listener.finals()) >= 1)
+            speaker.ws.transport.abort()
+            await listener.closed()
+            return listener, app.status()["rooms"], (await _get(app, f"{wire.ROOMS_PATH}/{ready['room_id']}"))[0]
+
+    listener, rooms, gone = asyncio.run(main())
+    assert listener.messages[-1]["type"] == "end" and listener.close_code == wire.CLOSE_NORMAL
+    assert listener.finals()[0] == "GOOD MORNING EVERYONE."
+    assert rooms == {"rooms": 0, "max_rooms": 4, "source_pipelines": 0, "translation_streams": 0, "listeners": 0}
+    assert gone == 404
