@@ -51,14 +51,20 @@ def foreign_letters(target: Language) -> re.Pattern[str] | None:
 
 def kept_latin_words(source_text: str) -> frozenset[str]:
     """Latin words of the source a translation into a Latin-free script may keep: those with a
-    capital letter (names, acronyms; a capitalised sentence start too, which costs little), as
-    written, and the parts of hyphenated ones. Lower-case words ("everyone") are to be translated."""
+    capital letter (names, acronyms), as written, and the parts of hyphenated ones. Lower-case
+    words ("everyone") are to be translated, and so is the capitalised first word of the text (a
+    sentence start: "After", "Today"), unless the text capitalises it again later or it is more
+    than capitalised ("BBC", "iPhone"): the text a translator gets is one sentence, and a name
+    that starts it can be written in the target's script."""
+    words = [m.group() for m in LATIN_WORD.finditer(source_text)]
     kept: set[str] = set()
-    for match in LATIN_WORD.finditer(source_text):
-        word = match.group()
-        if any(c.isupper() for c in word):
-            kept.add(word)
-            kept.update(part for part in re.split(r"['’\-]", word) if part)
+    for i, word in enumerate(words):
+        if not any(c.isupper() for c in word):
+            continue
+        if i == 0 and word[1:] == word[1:].lower() and word not in words[1:]:
+            continue
+        kept.add(word)
+        kept.update(part for part in re.split(r"['’\-]", word) if part)
     return frozenset(kept)
 
 

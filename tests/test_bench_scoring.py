@@ -308,7 +308,7 @@ def test_a_failing_engine_call_ends_only_that_instance(monkeypatch: pytest.Monke
 
 def test_wrong_script_is_pooled_over_letters_and_only_for_scripts_it_applies_to() -> None:
     zh = quality_scores(["早上 everyone！", "Bob来了"], ["早上好，大家！", "鲍勃来了"], resolve("zh"),
-                        ["Good morning everyone!", "Bob is here"])  # fmt: skip
+                        ["Good morning everyone!", "Here is Bob"])  # fmt: skip
     assert zh.wrong_script == pytest.approx(8 / (10 + 5))
     assert quality_scores(["Привет"], ["Привет"], resolve("ru"), ["hello"]).wrong_script is None
     assert quality_scores(["早上好"], ["早上好"], resolve("zh")).wrong_script is None, "no sources, not measured"
