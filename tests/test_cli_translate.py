@@ -73,6 +73,7 @@ def test_unknown_language(tmp_path):
         (("--mode", "cascade", "--k", "2"), ("--k does not apply to cascade/sentence", "--step-ms")),
         (("--policy", "wait-k", "--n", "2"), ("--n does not apply to direct/wait-k", "--k")),
         (("--step-ms", "20"), ("step_ms", "100")),
+        (("--context-sentences", "-1"), ("translation_context must be 0 or more sentences",)),
     ],
 )
 def test_bad_direct_mode_options(tmp_path, options, needles):

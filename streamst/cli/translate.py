@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-segment-ms", type=int, default=VADOptions.max_segment_ms, help="longest segment")
     p.add_argument("--vad-threshold", type=float, default=VADOptions.threshold, help="speech probability")
     p.add_argument("--encoder", default=EngineConfig.encoder_model, help="speech encoder model name")
+    p.add_argument("--context-sentences", type=int, default=0, metavar="N",
+                   help="show the translator the talk's last N sentences with their translations, so names and "
+                        "terms keep their translation (default: 0; benchmarks/QUALITY.md has what it does)")  # fmt: skip
     add_translator_arguments(p)
     p.set_defaults(func=run)
 
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         realtime=args.realtime,
     )
+    options = dataclasses.replace(options, translation_context=args.context_sentences)
     if args.chunk_ms < 10:
         raise AudioError(f"--chunk-ms must be at least 10, got {args.chunk_ms}")
     audio = decode_audio(args.audio)
