@@ -24,7 +24,7 @@ from streamst.encoders.whisper import WhisperOptions
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
-from streamst.presets import add_translator_arguments, translator_model
+from streamst.presets import add_translator_arguments, translator_model, translator_server
 from streamst.translators.llama_cpp import LlamaOptions
 
 log = logging.getLogger("streamst.benchmarks.cli")
@@ -129,6 +129,7 @@ def _engine_config(args: argparse.Namespace, llama: LlamaOptions | None = None) 
     return EngineConfig(
         n_threads=args.threads,
         translator_model=translator_model(args.translator, args.quality),
+        translator_server=translator_server(args),
         llama=llama,
         whisper=whisper,
     )
