@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,18 +30,17 @@ from websockets.exceptions import ConnectionClosed
 
 from streamst import wire
 from streamst.audio import float32_to_pcm16, write_wav
+from streamst.server import balancer
 from streamst.server import process as server_process
 from streamst.types import SAMPLES_PER_MS
 
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "streamst.cfg"
 REPLICA = Path(__file__).resolve().parent / "scripted_server.py"
 FRAME_MS = 100
 TEST_TIMEOUT_S = 120.0
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(HAPROXY is None, reason="needs haproxy (apt-get install haproxy; scripts/test.sh installs it)"),
+    pytest.mark.skipif(balancer.haproxy_path() is None, reason="needs haproxy (apt-get install haproxy; scripts/test.sh installs it)"),
 ]
 
 
@@ -82,16 +79,6 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-def _get(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
 @contextlib.contextmanager
 def cluster(tmp_path: Path, translate_s: float = 0.2) -> Iterator[Cluster]:
     """Two ready replicas and HAProxy in front of them, the shipped config with their ports."""
@@ -108,21 +95,9 @@ def cluster(tmp_path: Path, translate_s: float = 0.2) -> Iterator[Cluster]:
         for replica in replicas:
             server_process.wait_ready(replica.port, replica.process, replica.log_path, timeout_s=60)
         lb_port = server_process.free_port()
-        env = os.environ | {
-            "STREAMST_BIND": f"127.0.0.1:{lb_port}",
-            "STREAMST_REPLICA_1": f"127.0.0.1:{replicas[0].port}",
-            "STREAMST_REPLICA_2": f"127.0.0.1:{replicas[1].port}",
-        }
-        with open(tmp_path / "haproxy.log", "wb") as log_file:
-            haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(CONFIG)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        started.append(haproxy)
-        deadline = time.monotonic() + 30
-        while _get(lb_port, "/readyz") != 200:
-            assert haproxy.poll() is None, (tmp_path / "haproxy.log").read_text()
-            assert time.monotonic() < deadline, "HAProxy did not forward /readyz within 30 s"
-            time.sleep(0.2)
-        time.sleep(2.5)  # both replicas pass their health checks (rise 2, every second)
-        yield Cluster(replicas, lb_port, haproxy)
+        ports = [r.port for r in replicas]
+        with balancer.running(lb_port, ports, tmp_path / "haproxy.log") as haproxy:
+            yield Cluster(replicas, lb_port, haproxy)
     finally:
         for process in reversed(started):
             _stop(process)
