@@ -186,3 +186,26 @@ def test_readyz_turns_unready_while_the_server_is_full_and_ready_again_when_a_se
     assert before == (200, "ready\n")
     assert full[0] == 503 and "full (1 of 1 sessions)" in full[1]
     assert after == (200, "ready\n")
+
+
+def test_a_translation_server_that_is_down_ends_the_stream_with_engine_error_naming_it():
+    """Every translation fails as the remote translator fails when its server is gone: the direct
+    steps fall back, the segment's close fails too, and the client gets engine_error with the
+    message (the URL to check), then end; never a hang or an internal_error."""
+    from streamst.errors import TranslatorUnavailableError
+
+    class DownTranslator(ScriptedTranslator):
+        def translate(self, *args, **kwargs):
+            raise TranslatorUnavailableError("cannot reach the translation server at http://127.0.0.1:9/v1")
+
+    async def main():
+        async with serving(Limits(finish_timeout_s=30), DownTranslator()) as app:
+            client = Client(app)
+            short = spoken("Good morning everyone.", start_ms=300)
+            await client.run(frames(audio_for(short, short[-1].end_ms + 300)))
+            return client
+
+    client = asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+    (error,) = client.of_type("error")
+    assert error["code"] == "engine_error" and "http://127.0.0.1:9/v1" in error["message"], error
+    assert client.messages[-1]["type"] == "end"
