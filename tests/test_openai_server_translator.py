@@ -66,7 +66,7 @@ class FakeServer:
 
             def do_POST(self) -> None:
                 fake.n_requests += 1
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"]))) | {"_path": self.path}
                 fake.bodies.append(body | {"authorization": self.headers.get("Authorization")})
                 self._send(*answer(body))
 
@@ -147,6 +147,25 @@ def test_a_translation_that_copies_its_latin_source_is_not_committed():
     with FakeServer(lambda body: (200, llama_answer(words))) as server:
         result = translator(server.url).translate(source, EN, DE)
     assert result.text == "" and result.tokens == () and not result.finished
+
+
+def test_a_copy_is_decoded_again_with_the_copied_words_banned_through_the_servers_tokenizer():
+    source = "professor of medicine at the university of Dalhousie"
+    words = [" " + w for w in source.split()]
+
+    def answer(body):
+        if body["_path"] == "/tokenize":
+            return 200, {"tokens": [len(body["content"])]}  # one token per word, its id its length
+        if "logit_bias" in body:
+            return 200, llama_answer([" Professor", " der", " Medizin"])
+        return 200, llama_answer(words)
+
+    with FakeServer(answer) as server:
+        result = translator(server.url, model="m").translate(source, EN, DE)
+    banned = server.bodies[-1]["logit_bias"]
+    assert result.text == " Professor der Medizin" and result.finished
+    assert banned and all(bias == -100 for bias in banned.values())
+    assert {b["_path"] for b in server.bodies} == {"/v1/completions", "/tokenize"}
 
 
 def test_a_refused_connection_is_retried_a_bounded_number_of_times_then_names_the_url():

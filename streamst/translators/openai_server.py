@@ -11,8 +11,9 @@ ChatML's end tokens as stop strings, and the same cap on new tokens as in-proces
 
 What the in-process decoder does that this one cannot, token by token on someone else's server:
 - no script mask: a Chinese translation may write Latin words that are not the source's names;
-- no retry of a translation that copies its Latin-script source: such a translation is detected
-  and not committed (empty), as the in-process decoder treats a retry that copies again;
+- a translation that copies its Latin-script source is decoded again with the copied words unable
+  to start (their first tokens from the server's /tokenize, banned by `logit_bias`), without the
+  script mask; a retry that copies again, or a server without /tokenize, commits nothing;
 - the loop guard runs on the returned tokens (a loop is cut where it starts), not on the prompt's
   committed target;
 - the source's token count (for the cap) is estimated from its UTF-8 length, on the high side;
@@ -39,6 +40,7 @@ from streamst.errors import ModelError, OptionsError, TranslatorUnavailableError
 from streamst.languages import Language
 from streamst.translators.base import Translator
 from streamst.translators.decoding import flush_pending, new_tokens_cap, repeated_tail
+from streamst.translators.masks import word_start_ids
 from streamst.translators.prompt import IM_END, PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
 from streamst.writing import copied_words, may_copy
@@ -46,6 +48,7 @@ from streamst.writing import copied_words, may_copy
 log = logging.getLogger("streamst.translators.openai_server")
 
 STOP_STRINGS = (IM_END, "<|endoftext|>")  # ChatML's end of turn; Qwen's end of text
+BANNED_BIAS = -100.0  # OpenAI's lowest logit bias: the token is never chosen
 RETRIED_STATUSES = (502, 503, 504)  # a balancer without a backend, a server still loading its model
 INSTALL = "pip install requests"
 
@@ -125,12 +128,15 @@ class OpenAIServerTranslator(Translator):
         parts = chat_prompt(source_text, source, target, committed, o.style, earlier)
         n_source_tokens = int(len(source_text.encode("utf-8")) / o.utf8_bytes_per_source_token) + 1
         cap = new_tokens_cap(n_source_tokens, max_new_tokens, o.min_new_tokens_cap, o.new_tokens_per_source_token)
-        completion = self.complete(parts.head_text + parts.source + parts.tail, cap)
+        prompt = parts.head_text + parts.source + parts.tail
+        completion = self.complete(prompt, cap)
         steps, looped = cut_loop(completion.steps)
         text = "".join(step.text for step in steps)
-        if o.copy_check and may_copy(source, target) and copied_words(text, source_text):
-            log.warning("translation copies its source; not committed: %r", text[:80])
-            steps, looped = (), True
+        copied = copied_words(text, source_text) if o.copy_check and may_copy(source, target) else []
+        if copied:
+            nothing = Completion((), False, completion.n_prompt_tokens, completion.n_cached_tokens)
+            completion = self._retry_copy(prompt, cap, copied, source_text) or nothing
+            steps, looped = cut_loop(completion.steps)
         return Translation(
             text="".join(step.text for step in steps),
             tokens=tuple(steps),
@@ -139,10 +145,43 @@ class OpenAIServerTranslator(Translator):
             finished=completion.stopped and not looped,
         )
 
+    def _retry_copy(self, prompt: str, cap: int, copied: Sequence[str], source_text: str) -> Completion | None:
+        """The completion again with the copied words (three letters or more) unable to start, as the
+        in-process decoder retries (`word_start_ids`, through the server's /tokenize and a
+        `logit_bias`); None when the retry copies again, or the server cannot tokenize (then the
+        translation is not committed)."""
+        words = sorted({w.lower() for w in copied if len(w) >= 3})
+        log.info("translation copies its source (%d words); retrying without %s", len(copied), ", ".join(words[:8]))
+        try:
+            ban = word_start_ids(self.tokenize, words)
+        except TranslatorUnavailableError as e:
+            log.warning("translation copies its source and cannot be retried (%s); not committed", e)
+            return None
+        completion = self.complete(prompt, cap, {str(int(i)): BANNED_BIAS for i in ban})
+        text = "".join(step.text for step in completion.steps)
+        if copied_words(text, source_text):
+            log.warning("translation copies its source again; not committed: %r", text[:80])
+            return None
+        return completion
+
     # the server ------------------------------------------------------------------------------------
 
-    def complete(self, prompt: str, max_tokens: int) -> Completion:
-        """One greedy raw-prompt completion with the chosen tokens' log-probs."""
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """`text` → token ids by the server's tokenizer (POST /tokenize beside the API: llama-server's
+        and vLLM's forms), no BOS; `special` is ignored (used for words only)."""
+        if not text:
+            return []
+        root = self.options.base_url.removesuffix("/v1")
+        body = {"content": text, "prompt": text, "model": self.model(), "add_special": False, "add_special_tokens": False}
+        answer = self._request("POST", "/tokenize", body, base_url=root)
+        tokens = answer.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise TranslatorUnavailableError(f"the translation server at {root} has no /tokenize that returns token ids")
+        return tokens
+
+    def complete(self, prompt: str, max_tokens: int, logit_bias: dict[str, float] | None = None) -> Completion:
+        """One greedy raw-prompt completion with the chosen tokens' log-probs; `logit_bias` (token
+        id → bias) bans tokens."""
         body = {
             "model": self.model(),
             "prompt": prompt,
@@ -153,6 +192,8 @@ class OpenAIServerTranslator(Translator):
             "stop": list(STOP_STRINGS),
             "stream": False,
         }
+        if logit_bias:
+            body["logit_bias"] = logit_bias
         return parse_completion(self._post("/completions", body), self.options.base_url)
 
     def model(self) -> str:
@@ -172,9 +213,9 @@ class OpenAIServerTranslator(Translator):
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", path, body)
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None, base_url: str = "") -> dict[str, Any]:
         o = self.options
-        url = o.base_url + path
+        url = (base_url or o.base_url) + path
         session = self._session()
         try:
             response = session.request(method, url, json=body, timeout=(o.connect_timeout_s, o.timeout_s))
