@@ -194,6 +194,11 @@ class Engine:
 TRANSLATOR_BACKENDS = ("llama.cpp", "transformers")
 
 
+def gguf_path(model: str) -> Path:
+    """The GGUF file of a pulled translator model (the only one it has)."""
+    return registry.model_file(model, _only_gguf(model))
+
+
 def _only_gguf(model: str) -> str:
     files = [f.path for f in registry.get_manifest(model).files if f.path.endswith(".gguf")]
     if len(files) != 1:
