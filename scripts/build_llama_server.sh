@@ -38,7 +38,7 @@ trap 'rm -rf "$work"' EXIT
 tar xzf "$sdist" -C "$work"
 src="$work/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp"
 
-say "building llama-server from llama.cpp in llama-cpp-python $LLAMA_VERSION ($JOBS jobs; about 5 minutes on 2 cores)"
+say "building llama-server from llama.cpp in llama-cpp-python $LLAMA_VERSION ($JOBS jobs; about 10 minutes on 2 cores)"
 # shellcheck disable=SC2086
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \

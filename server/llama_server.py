@@ -57,7 +57,7 @@ def require_binary() -> Path:
     path = binary_path()
     if path is None:
         raise OptionsError(
-            f"llama-server is not built: run {BUILD_COMMAND} (about 5 minutes on 2 cores), "
+            f"llama-server is not built: run {BUILD_COMMAND} (about 10 minutes on 2 cores), "
             f"or set ${BINARY_ENV} to a llama-server binary"
         )
     return path
