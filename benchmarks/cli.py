@@ -24,7 +24,7 @@ from streamst.encoders.whisper import WhisperOptions
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
-from streamst.presets import add_translator_arguments, translator_model
+from streamst.presets import add_translator_arguments, translator_model, translator_server
 from streamst.translators.llama_cpp import LlamaOptions
 
 log = logging.getLogger("streamst.benchmarks.cli")
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mt(subparsers)
     _add_report(subparsers)
     _add_load(subparsers)
+    _add_scaleout(subparsers)
     _add_compare(subparsers)
     _add_faults(subparsers)
     _add_soak(subparsers)
@@ -129,6 +130,7 @@ def _engine_config(args: argparse.Namespace, llama: LlamaOptions | None = None) 
     return EngineConfig(
         n_threads=args.threads,
         translator_model=translator_model(args.translator, args.quality),
+        translator_server=translator_server(args),
         llama=llama,
         whisper=whisper,
     )
@@ -198,6 +200,26 @@ def _add_load(subparsers: argparse._SubParsersAction) -> None:
                    help="threads per model call, for the server here (default: %(default)s)")
     p.add_argument("--max-backlog-ms", type=_positive_int, default=600_000, help="for the server started here")
     p.set_defaults(func=cmd_load)
+
+
+def _add_scaleout(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "scaleout", help="2 replicas behind HAProxy sharing one llama-server, against one in-process server"
+    )
+    p.add_argument("--clients", default="1,2", help="numbers of concurrent clients, in turn (default: 1,2)")
+    p.add_argument("--duration-s", type=float, default=60.0, help="audio each client streams (default: 60)")
+    p.add_argument("--source", default="en", help="language every client speaks (default: en)")
+    p.add_argument("--target", default="zh", help="language every client asks for (default: zh)")
+    p.add_argument("--mode", choices=tuple(MODES), default="direct", help="the mode each client asks for (default: direct)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads per model call in each streamst-server (default: 1)")  # fmt: skip
+    p.add_argument("--decoder-threads", type=_positive_int, default=1, help="llama-server's threads (default: 1)")
+    p.add_argument("--decoder-slots", type=_positive_int, help="llama-server's slots (default: the largest N)")
+    p.add_argument("--no-compare", action="store_true", help="skip the run against one in-process server")
+    p.add_argument("--data-dir", help=f"evaluation data folder (default: ${datasets.DATA_DIR_ENV} or ../shared/data)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output folder: scaleout.txt, scaleout.json and every process's log")  # fmt: skip
+    p.set_defaults(func=cmd_scaleout)
 
 
 def _add_faults(subparsers: argparse._SubParsersAction) -> None:
@@ -488,6 +510,35 @@ def cmd_load(args: argparse.Namespace, argv: Sequence[str]) -> int:
     (output / "load.txt").write_text(text, encoding="utf-8")
     load.save_json(result, output / "load.json")
     print(f"{PROG}: wrote {output / 'load.txt'}, {output / 'load.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_scaleout(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from streamst.benchmarks import load, scaleout
+    from streamst.server import llama_server
+
+    levels = _counts(args.clients, "clients")
+    if not args.duration_s > 0:
+        raise UsageError(f"argument --duration-s: {args.duration_s:g} is not positive; write e.g. --duration-s 60")
+    llama_server.require_binary()
+    pair = datasets.parse_pairs(f"{args.source}-{args.target}")[0]
+    clips = load.load_clips(pair, args.data_dir)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    decoder = llama_server.LlamaServerOptions(n_threads=args.decoder_threads, n_slots=args.decoder_slots or max(levels))
+    plan = scaleout.ScaleoutPlan(
+        pair, levels, args.duration_s, output, args.mode, args.threads, decoder, not args.no_compare
+    )
+
+    def announce(setup: str, n_clients: int) -> None:
+        print(f"{setup}: {n_clients} client(s) for {args.duration_s:g} s ...", file=sys.stderr, flush=True)
+
+    results = scaleout.run_scaleout(plan, clips, announce)
+    text = scaleout.format_report(plan, results)
+    print(text, end="")
+    (output / "scaleout.txt").write_text(text, encoding="utf-8")
+    scaleout.save_json(results, output / "scaleout.json")
+    print(f"{PROG}: wrote {output / 'scaleout.txt'}, {output / 'scaleout.json'}", file=sys.stderr)
     return 0
 
 

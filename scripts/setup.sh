@@ -16,8 +16,9 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # System tools: espeak-ng (demo speech), ffmpeg (audio formats in tests), PortAudio (the
 # microphone client), chromium and a CJK font (the browser test and its screenshots), PulseAudio
-# with the ALSA plugin (the virtual microphone in tests). STREAMST_APT=0 skips this step.
-packages=(espeak-ng ffmpeg libportaudio2 chromium fonts-wqy-microhei pulseaudio pulseaudio-utils libasound2-plugins)
+# with the ALSA plugin (the virtual microphone in tests), HAProxy (the balancer in front of two
+# replicas in tests; deploy/haproxy). STREAMST_APT=0 skips this step.
+packages=(espeak-ng ffmpeg libportaudio2 chromium fonts-wqy-microhei pulseaudio pulseaudio-utils libasound2-plugins haproxy)
 missing=()
 for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ] && [ "${STREAMST_APT:-1}" != 0 ]; then

@@ -347,9 +347,19 @@ class App:
         return None
 
     def _readiness(self) -> Response:
-        if self.engine.loaded and not self.shutdown_requested.is_set():
-            return web.text_response(200, "ready\n")
-        return web.text_response(503, f"not ready: {self._load_state()}\n")
+        """200 while a new session would be admitted: models loaded, not shutting down, a session
+        slot free and the models not saturated; else 503 with the reason, so that a balancer's health
+        check sends new sessions to another replica (open sessions carry on)."""
+        if self.shutdown_requested.is_set():
+            return web.text_response(503, "not ready: shutting down (open sessions are finishing)\n")
+        if not self.engine.loaded:
+            return web.text_response(503, f"not ready: {self._load_state()}\n")
+        n_active = self.admission.n_active
+        if n_active >= self.limits.max_sessions:
+            return web.text_response(503, f"not ready: full ({n_active} of {self.limits.max_sessions} sessions)\n")
+        if self.saturated:
+            return web.text_response(503, "not ready: busy (the models are saturated and streams are waiting)\n")
+        return web.text_response(200, "ready\n")
 
     def status(self) -> dict[str, Any]:
         n_active = self.admission.n_active

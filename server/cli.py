@@ -18,11 +18,11 @@ import signal
 import socket
 import sys
 
-from streamst.cores import check_budget
+from streamst.cores import check_budget, default_concurrency
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import StreamstError
 from streamst.options import MODES
-from streamst.presets import add_translator_arguments, translator_model
+from streamst.presets import add_translator_arguments, translator_model, translator_server
 from streamst.server.access import WILDCARD_HOSTS
 from streamst.server.app import App
 from streamst.server.config import DEFAULT_PORT, FUNASR_PORT, ServerConfig
@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="time to finish a stream's open segments, plus 4 s per second of audio still waiting",
     )
     limits.add_argument(
-        "--model-concurrency", type=int, default=defaults.model_concurrency,
-        help="model calls at once (%(default)s; with --threads, at most the cores)",
+        "--model-concurrency", type=int, default=None,
+        help=f"model calls at once (default {defaults.model_concurrency}, or {default_concurrency(remote_translator=True)} "
+        "with --translator-url; with --threads, at most the cores)",
     )
     rooms = parser.add_argument_group("rooms (one speaker, many listeners)")
     rooms.add_argument("--max-rooms", type=int, default=defaults.max_rooms, help="rooms at once (%(default)s)")
@@ -154,7 +155,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         idle_timeout_s=args.idle_timeout_s,
         max_backlog_ms=args.max_backlog_ms,
         max_offline_backlog_ms=args.max_offline_backlog_ms,
-        model_concurrency=args.model_concurrency,
+        model_concurrency=args.model_concurrency or default_concurrency(
+            args.threads, remote_translator=bool(args.translator_url)
+        ),
         finish_timeout_s=args.finish_timeout_s,
         max_rooms=args.max_rooms,
         max_listeners_per_room=args.max_listeners_per_room,
@@ -231,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, args.log_json)
     try:
         config = config_from_args(args)
-        check_budget(args.threads, config.limits.model_concurrency)
+        server = translator_server(args)
+        check_budget(args.threads, config.limits.model_concurrency, remote_translator=server is not None)
         translator = translator_model(args.translator, args.quality)
-        asyncio.run(serve(App(Engine(EngineConfig(n_threads=args.threads, translator_model=translator)), config)))
+        engine_config = EngineConfig(n_threads=args.threads, translator_model=translator, translator_server=server)
+        asyncio.run(serve(App(Engine(engine_config), config)))
     except StreamstError as e:
         print(f"streamst-server: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -270,9 +270,14 @@ class StreamConnection(ABC):
         done, _ = await asyncio.wait({finishing, gone}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
         if finishing in done:
-            if finishing.exception() is None:
+            error = finishing.exception()
+            if error is None:
                 return None
-            log.error("session %s: finishing the stream failed", self.session_id, exc_info=finishing.exception())
+            if isinstance(error, StreamstError):  # a model the user can act on (a translation server that is down)
+                self.log.event("engine_error", logging.WARNING, error=str(error))
+                return ProtocolError(ErrorCode.ENGINE_ERROR, f"the last segments of this stream could not be "
+                                     f"translated: {error}")  # fmt: skip
+            log.error("session %s: finishing the stream failed", self.session_id, exc_info=error)
             return ProtocolError(ErrorCode.INTERNAL_ERROR, f"the server failed to finish this stream's last "
                                  f"segments (session {self.session_id}); their translation is missing")  # fmt: skip
         why = "client_gone" if gone in done else "finish_timeout"

@@ -6,7 +6,13 @@ busy process) a call can take 5-10 times longer instead of twice as long. So the
 most `MODELS_AT_ONCE` model calls run at once (the speech encoder for one stream beside the
 translator for another; each model serves one call at a time), and each gets
 `cores // MODELS_AT_ONCE` threads. On 2 cores that is one thread per call: under outside load a
-call slows in proportion, it does not collapse."""
+call slows in proportion, it does not collapse.
+
+With the decoder on a completion server (`--translator-url`) only the speech encoder runs here, one
+call at a time (`SPEECH_CALLS`); the other calls wait on the server's answer, so more of them may be
+open at once (`REMOTE_WAITING_CALLS`) without a thread more on the local cores. When the server runs
+on the same machine its threads count too: give it what the encoder leaves (`llama-server -t 1` on
+2 cores)."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import threading
 from streamst.errors import OptionsError
 
 MODELS_AT_ONCE = 2  # the speech encoder and the translator can each serve a call at the same time
+REMOTE_WAITING_CALLS = 4  # with a remote decoder: calls that may wait on it beside the one encoding
 
 # One speech-encoder call at a time in this process, whichever encoder (Whisper, SenseVoice) it is;
 # the translator serialises its own calls (streamst.translators.greedy).
@@ -35,20 +42,24 @@ def default_threads(cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // MODELS_AT_ONCE)
 
 
-def default_concurrency(n_threads: int | None = None, cores: int | None = None) -> int:
+def default_concurrency(n_threads: int | None = None, cores: int | None = None, remote_translator: bool = False) -> int:
     """Model calls at once that keep calls of `n_threads` (default: `default_threads`) within the
-    cores (at least 1)."""
+    cores (at least 1); with a `remote_translator`, one encoding and `REMOTE_WAITING_CALLS` waiting."""
+    if remote_translator:
+        return 1 + REMOTE_WAITING_CALLS
     cores = cores or available_cores()
     return max(1, min(MODELS_AT_ONCE, cores // (n_threads or default_threads(cores))))
 
 
-def check_budget(n_threads: int, concurrency: int, cores: int | None = None) -> None:
-    """Refuses a configuration whose model calls would run more threads than there are cores."""
+def check_budget(n_threads: int, concurrency: int, cores: int | None = None, remote_translator: bool = False) -> None:
+    """Refuses a configuration whose model calls would run more threads than there are cores (with
+    a `remote_translator`, only the encoder's calls run here, one at a time)."""
     cores = cores or available_cores()
-    n_busy = n_threads * min(concurrency, MODELS_AT_ONCE)
+    n_local = 1 if remote_translator else min(concurrency, MODELS_AT_ONCE)
+    n_busy = n_threads * n_local
     if n_busy > cores:
         raise OptionsError(
-            f"{min(concurrency, MODELS_AT_ONCE)} model calls at once with {n_threads} threads each would run "
+            f"{n_local} model calls at once with {n_threads} threads each would run "
             f"{n_busy} threads on {cores} cores; their spinning threads would slow every call many times over. "
             f"Use --threads {default_threads(cores)} and --model-concurrency {default_concurrency(default_threads(cores), cores)}"
             f" (the defaults here), or fewer"

@@ -32,6 +32,7 @@ from streamst.sessions.direct import DirectSession
 from streamst.sessions.source import SourceSession
 from streamst.translators.base import Translator
 from streamst.translators.llama_cpp import LlamaCppTranslator, LlamaOptions
+from streamst.translators.openai_server import OpenAIServerTranslator, ServerOptions
 from streamst.vad import SileroVAD
 
 log = logging.getLogger("streamst.engine")
@@ -51,6 +52,12 @@ class EngineConfig:
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     llama: LlamaOptions = field(default_factory=LlamaOptions)
     sensevoice: SenseVoiceOptions = field(default_factory=SenseVoiceOptions)
+    translator_server: ServerOptions | None = None  # set: the decoder runs on this completion server, not in-process
+
+    @property
+    def remote_translator(self) -> bool:
+        """Whether the decoder runs on a completion server (its threads are not this process's)."""
+        return self.translator_server is not None
 
 
 class Engine:
@@ -165,6 +172,9 @@ class Engine:
         return encoder
 
     def _load_translator(self) -> Translator:
+        if self.config.translator_server is not None:
+            log.info("translating on the completion server at %s", self.config.translator_server.base_url)
+            return OpenAIServerTranslator(self.config.translator_server)
         name, backend = self.config.translator_model, self.config.translator_backend
         if backend not in TRANSLATOR_BACKENDS:
             raise OptionsError(f"unknown translator backend {backend!r}; choose one of: {', '.join(TRANSLATOR_BACKENDS)}")
@@ -182,6 +192,11 @@ class Engine:
 
 
 TRANSLATOR_BACKENDS = ("llama.cpp", "transformers")
+
+
+def gguf_path(model: str) -> Path:
+    """The GGUF file of a pulled translator model (the only one it has)."""
+    return registry.model_file(model, _only_gguf(model))
 
 
 def _only_gguf(model: str) -> str:

@@ -39,3 +39,7 @@ class UnknownModeError(OptionsError):
 
 class UnknownPolicyError(OptionsError):
     """A policy the chosen mode does not have; the message lists its policies."""
+
+
+class TranslatorUnavailableError(ModelError):
+    """The translation server (`--translator-url`) cannot be reached, timed out or refused a request."""

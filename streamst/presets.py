@@ -8,9 +8,13 @@ best`): 1.4 to 2.7 times fast's BLEU on FLORES at about 1.6 times the time per s
 from __future__ import annotations
 
 import argparse
+import os
 
 from streamst.errors import OptionsError
 from streamst.registry.catalog import catalog
+from streamst.translators.openai_server import ServerOptions
+
+API_KEY_ENV = "STREAMST_TRANSLATOR_API_KEY"
 
 QUALITY_PRESETS = {
     "fast": "qwen2.5-coder-0.5b-instruct-q4km",
@@ -29,6 +33,19 @@ def add_translator_arguments(parser: argparse.ArgumentParser | argparse._Argumen
         "--translator", metavar="MODEL", default=None,
         help="registry name of the decoder (see `streamst models list`); overrides --quality",
     )
+    parser.add_argument(
+        "--translator-url", metavar="URL", default=None,
+        help="translate on an OpenAI-compatible completion server instead of in-process: its API base, "
+        "such as http://127.0.0.1:8080/v1 (llama-server, vLLM, SGLang); --quality/--translator are then unused",
+    )
+    parser.add_argument(
+        "--translator-api-model", metavar="NAME", default="",
+        help="the model name that server serves (default: the first it lists at /models)",
+    )
+    parser.add_argument(
+        "--translator-api-key", metavar="KEY", default=os.environ.get(API_KEY_ENV, ""),
+        help=f"that server's API key (or ${API_KEY_ENV})",
+    )
 
 
 def translator_model(translator: str | None, quality: str | None) -> str:
@@ -43,3 +60,11 @@ def translator_model(translator: str | None, quality: str | None) -> str:
     if quality not in QUALITY_PRESETS:
         raise OptionsError(f"unknown quality preset {quality!r}; choose one of: {', '.join(sorted(QUALITY_PRESETS))}")
     return QUALITY_PRESETS[quality]
+
+
+def translator_server(args: argparse.Namespace) -> ServerOptions | None:
+    """The completion server `--translator-url` names (with its model and key), or None: in-process."""
+    url = getattr(args, "translator_url", None)
+    if not url:
+        return None
+    return ServerOptions(url=url, model=args.translator_api_model, api_key=args.translator_api_key)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from streamst.cores import MODELS_AT_ONCE, available_cores, check_budget, default_concurrency, default_threads
+from streamst.cores import (
+    MODELS_AT_ONCE,
+    REMOTE_WAITING_CALLS,
+    available_cores,
+    check_budget,
+    default_concurrency,
+    default_threads,
+)
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError
 
@@ -26,3 +33,13 @@ def test_more_threads_than_cores_are_refused_with_the_settings_that_fit() -> Non
 
 def test_the_engine_takes_its_share_of_this_machine() -> None:
     assert EngineConfig().n_threads == default_threads(available_cores())
+
+
+def test_with_a_remote_decoder_only_the_encoder_counts_and_more_calls_may_wait_on_it() -> None:
+    """The translator's calls wait on a completion server: they hold no local core."""
+    assert default_concurrency(remote_translator=True) == 1 + REMOTE_WAITING_CALLS
+    check_budget(n_threads=2, concurrency=5, cores=2, remote_translator=True)  # one encoding with 2 threads fits
+    with pytest.raises(OptionsError, match="would run 4 threads on 2 cores"):
+        check_budget(n_threads=2, concurrency=5, cores=2)
+    with pytest.raises(OptionsError):
+        check_budget(n_threads=3, concurrency=5, cores=2, remote_translator=True)

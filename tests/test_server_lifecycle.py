@@ -149,3 +149,63 @@ def test_a_session_ends_at_its_lifetime_however_it_streams():
     assert error["code"] == "session_too_long" and "2 s" in error["message"]
     (end,) = client.of_type("end")
     assert end["audio_ms"] < TALK_MS / 2
+
+
+def test_readyz_turns_unready_while_the_server_is_full_and_ready_again_when_a_session_ends():
+    """A balancer's health check sends new sessions elsewhere while every slot is taken."""
+
+    async def readyz(app: App) -> tuple[int, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.ports[0])
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        body = await reader.readexactly(length)
+        writer.close()
+        return int(head.split(b" ")[1]), body.decode()
+
+    async def main():
+        async with serving(Limits(max_sessions=1)) as app:
+            app.engine.load()
+            before = await readyz(app)
+            async with connect(f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}") as ws:
+                await ws.send(json.dumps({"type": "start", "source": "en", "target": "de"}))
+                assert json.loads(await ws.recv())["type"] == "ready"
+                full = await readyz(app)
+                await ws.send('{"type": "stop"}')
+                async for _ in ws:
+                    pass
+            after = await readyz(app)
+            for _ in range(50):  # the slot is given back when the server's handler has ended
+                if after[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+                after = await readyz(app)
+            return before, full, after
+
+    before, full, after = asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+    assert before == (200, "ready\n")
+    assert full[0] == 503 and "full (1 of 1 sessions)" in full[1]
+    assert after == (200, "ready\n")
+
+
+def test_a_translation_server_that_is_down_ends_the_stream_with_engine_error_naming_it():
+    """Every translation fails as the remote translator fails when its server is gone: the direct
+    steps fall back, the segment's close fails too, and the client gets engine_error with the
+    message (the URL to check), then end; never a hang or an internal_error."""
+    from streamst.errors import TranslatorUnavailableError
+
+    class DownTranslator(ScriptedTranslator):
+        def translate(self, *args, **kwargs):
+            raise TranslatorUnavailableError("cannot reach the translation server at http://127.0.0.1:9/v1")
+
+    async def main():
+        async with serving(Limits(finish_timeout_s=30), DownTranslator()) as app:
+            client = Client(app)
+            short = spoken("Good morning everyone.", start_ms=300)
+            await client.run(frames(audio_for(short, short[-1].end_ms + 300)))
+            return client
+
+    client = asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+    (error,) = client.of_type("error")
+    assert error["code"] == "engine_error" and "http://127.0.0.1:9/v1" in error["message"], error
+    assert client.messages[-1]["type"] == "end"

@@ -16,7 +16,7 @@ from streamst.audio import decode_audio
 from streamst.clock import WallClock
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import AudioError, OptionsError
-from streamst.presets import add_translator_arguments, translator_model
+from streamst.presets import add_translator_arguments, translator_model, translator_server
 from streamst.options import DEFAULT_MODE, MODES, SessionOptions, policy_spec, session_options
 from streamst.subtitles import VTT_HEADER, srt_cue, vtt_cue
 from streamst.types import SAMPLE_RATE_HZ, Event, FinalEvent, ms_to_samples
@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_ms < 10:
         raise AudioError(f"--chunk-ms must be at least 10, got {args.chunk_ms}")
     audio = decode_audio(args.audio)
-    engine = Engine(EngineConfig(encoder_model=args.encoder, translator_model=translator))
+    engine = Engine(
+        EngineConfig(encoder_model=args.encoder, translator_model=translator, translator_server=translator_server(args))
+    )
     engine.load()
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:

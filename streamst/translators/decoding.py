@@ -39,14 +39,23 @@ def plan_prompt(
     head = [token for piece in parts.head for token in tokenize(piece.text, piece.special)]
     source = tokenize(parts.source, False)
     tokens = head + source + tokenize(parts.tail, True)
-    if max_new_tokens is None:
-        max_new_tokens = max(min_new_tokens_cap, int(len(source) * new_tokens_per_source_token))
+    max_new_tokens = new_tokens_cap(len(source), max_new_tokens, min_new_tokens_cap, new_tokens_per_source_token)
     if len(tokens) + max_new_tokens > n_ctx:
         raise OptionsError(
             f"prompt of {len(tokens)} tokens plus {max_new_tokens} new tokens exceeds the context of "
             f"{n_ctx}; shorten the segment (max_segment_ms) or raise n_ctx"
         )
     return PromptTokens(tokens, len(head), max_new_tokens)
+
+
+def new_tokens_cap(
+    n_source_tokens: int, max_new_tokens: int | None, min_new_tokens_cap: int, new_tokens_per_source_token: float
+) -> int:
+    """The cap on a translation's new tokens: `max_new_tokens` when the caller gives one, else
+    `new_tokens_per_source_token` per source token but at least `min_new_tokens_cap`."""
+    if max_new_tokens is not None:
+        return max_new_tokens
+    return max(min_new_tokens_cap, int(n_source_tokens * new_tokens_per_source_token))
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
