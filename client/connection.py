@@ -231,7 +231,7 @@ class CaptionStream:
             await ws.send(wire.encode(self.options.start))
             async with asyncio.timeout(self.options.ready_timeout_s):
                 while True:
-                    message = _parse(await ws.recv())
+                    message = parse_message(await ws.recv())
                     if isinstance(message, wire.Ready):
                         return message
                     if isinstance(message, wire.Error) and message.fatal:
@@ -342,7 +342,7 @@ class CaptionStream:
     async def _receive(self, ws: ClientConnection, outcome: _SessionOutcome) -> None:
         try:
             async for text in ws:
-                message = _parse(text)
+                message = parse_message(text)
                 if isinstance(message, wire.Caption):
                     self._on_caption(message, outcome)
                 elif isinstance(message, wire.Error):
@@ -393,7 +393,8 @@ async def open_connection(
         ) from e
 
 
-def _parse(text: str | bytes) -> wire.ServerMessage | None:
+def parse_message(text: str | bytes) -> wire.ServerMessage | None:
+    """A server's text frame as a message; None (logged) for binary frames and messages this client does not know."""
     if isinstance(text, bytes):
         return None
     try:

@@ -21,11 +21,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from streamst import wire
-from streamst.client.connection import BACKOFF_JITTER, State, Status, open_connection, stream_url
+from streamst.client.connection import BACKOFF_JITTER, State, Status, open_connection, parse_message, stream_url
 from streamst.client.display import Display, Snapshot
 from streamst.client.errors import ClientError, ServerRefused, ServerUnreachable, StreamFailed
 from streamst.client.save import CaptionWriter
-from streamst.wire import ProtocolError
 
 log = logging.getLogger("streamst.client.listen")
 
@@ -104,7 +103,7 @@ class RoomListener:
         """One connection's messages; True when the room ended."""
         try:
             async for text in ws:
-                message = _parse(text)
+                message = parse_message(text)
                 if isinstance(message, wire.Joined):
                     source = f"{message.source}→" if message.source else "waiting for the speaker · "
                     self.languages = f"room {message.room_id} · {source}{message.target}"
@@ -159,13 +158,3 @@ class RoomListener:
         self.status = Status(state, self.status.server, **fields)
         if self.display is not None:
             self.display.on_status(self.status)
-
-
-def _parse(text: str | bytes) -> wire.ServerMessage | None:
-    if isinstance(text, bytes):
-        return None
-    try:
-        return wire.parse_server_message(text)
-    except ProtocolError as e:
-        log.warning("ignored a message the client does not understand: %s", e)
-        return None
