@@ -13,15 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from streamst.errors import OptionsError
 from streamst.registry import home
-from streamst.server.process import ServerStartError, stop
+from streamst.server.process import stop, wait_for_health
 from streamst.translators.llama_cpp import LlamaOptions
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the sdist whose vendored llama.cpp the binary is built from
@@ -94,15 +92,7 @@ def start(model_path: Path, port: int, log_path: Path, options: LlamaServerOptio
 
 def wait_ready(port: int, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
     """Waits until /health answers 200 (the model is loaded)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerStartError(f"llama-server exited with {process.returncode}:\n{_tail(log_path)}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(READY_POLL_S)
-    raise ServerStartError(f"llama-server was not ready within {timeout_s:g} s:\n{_tail(log_path)}")
+    wait_for_health("llama-server", f"http://127.0.0.1:{port}/health", process, log_path, timeout_s, READY_POLL_S)
 
 
 @contextlib.contextmanager
@@ -121,7 +111,3 @@ def running(
 
 def api_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/v1"
-
-
-def _tail(log_path: Path, n_chars: int = 3000) -> str:
-    return log_path.read_text(errors="replace")[-n_chars:] if log_path.exists() else ""

@@ -36,15 +36,23 @@ def start(port: int, log_path: Path, *options: str) -> subprocess.Popen:
 
 def wait_ready(port: int, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
     """Waits until /readyz answers 200 (the models are loaded)."""
+    wait_for_health("streamst-server", f"http://127.0.0.1:{port}/readyz", process, log_path, timeout_s)
+
+
+def wait_for_health(
+    name: str, url: str, process: subprocess.Popen, log_path: Path, timeout_s: float, poll_s: float = READY_POLL_S
+) -> None:
+    """Waits until `url` answers 200; raises ServerStartError, with the end of the log, if the
+    process `name` exits first or `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerStartError(f"streamst-server exited with {process.returncode}:\n{_tail(log_path)}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            raise ServerStartError(f"{name} exited with {process.returncode}:\n{_tail(log_path)}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
             if r.status == 200:
                 return
-        time.sleep(READY_POLL_S)
-    raise ServerStartError(f"streamst-server was not ready within {timeout_s:g} s:\n{_tail(log_path)}")
+        time.sleep(poll_s)
+    raise ServerStartError(f"{name} was not ready within {timeout_s:g} s:\n{_tail(log_path)}")
 
 
 def stop(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
