@@ -25,17 +25,14 @@ import numpy as np
 import pytest
 from scripted import audio_for
 from scripted_server import TALK, TALK_MS
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from test_server_lifecycle import Client, frames
 
 from streamst import wire
-from streamst.audio import float32_to_pcm16, write_wav
+from streamst.audio import write_wav
 from streamst.server import balancer
 from streamst.server import process as server_process
-from streamst.types import SAMPLES_PER_MS
 
 REPLICA = Path(__file__).resolve().parent / "scripted_server.py"
-FRAME_MS = 100
 TEST_TIMEOUT_S = 120.0
 
 pytestmark = [
@@ -104,42 +101,7 @@ def cluster(tmp_path: Path, translate_s: float = 0.2) -> Iterator[Cluster]:
 
 
 def _frames() -> list[bytes]:
-    audio = audio_for(TALK, TALK_MS)
-    step = FRAME_MS * SAMPLES_PER_MS
-    return [float32_to_pcm16(audio[i : i + step]) for i in range(0, len(audio), step)]
-
-
-class Client:
-    """A native-protocol client streaming the scripted talk at real time through the balancer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.messages: list[dict] = []
-        self.ready = asyncio.Event()
-
-    async def run(self, frames: list[bytes]) -> None:
-        async with connect(self.url, max_queue=None, open_timeout=20) as ws:
-            await ws.send(json.dumps({"type": "start", "source": "en", "target": "de", "mode": "direct"}))
-            reader = asyncio.create_task(self._read(ws))
-            with contextlib.suppress(ConnectionClosed):
-                for frame in frames:
-                    if reader.done():
-                        break
-                    await ws.send(frame)
-                    await asyncio.sleep(FRAME_MS / 1000)
-                await ws.send('{"type": "stop"}')
-            await asyncio.wait_for(reader, TEST_TIMEOUT_S)
-
-    async def _read(self, ws) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for text in ws:
-                message = json.loads(text)
-                self.messages.append(message)
-                if message["type"] == "ready":
-                    self.ready.set()
-
-    def of_type(self, kind: str) -> list[dict]:
-        return [m for m in self.messages if m["type"] == kind]
+    return frames(audio_for(TALK, TALK_MS))
 
 
 def test_sessions_spread_over_both_replicas_and_a_draining_replica_delivers_every_final(tmp_path):

@@ -45,20 +45,23 @@ def frames(audio: np.ndarray) -> list[bytes]:
 class Client:
     """Streams at real time on one connection and records every message and the close code."""
 
-    def __init__(self, app: App, **start) -> None:
-        self.url = f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}"
+    def __init__(self, server: App | str, **start) -> None:
+        """`server`: an app on 127.0.0.1, or a native stream URL (a balancer's, say)."""
+        self.url = server if isinstance(server, str) else f"ws://127.0.0.1:{server.ports[0]}{wire.STREAM_PATH}"
         self.start = json.dumps({"type": "start", "source": "en", "target": "de", "mode": "direct"} | start)
         self.messages: list[dict] = []
         self.close_code: int | None = None
         self.ready = asyncio.Event()
 
     async def run(self, payloads: list[bytes], stop: bool = True, on_sent=None) -> None:
-        async with connect(self.url, max_queue=None) as ws:
+        async with connect(self.url, max_queue=None, open_timeout=20) as ws:
             await ws.send(self.start)
             reader = asyncio.create_task(self._read(ws))
             await asyncio.wait_for(self.ready.wait(), TEST_TIMEOUT_S)
             with contextlib.suppress(ConnectionClosed):
                 for i, payload in enumerate(payloads):
+                    if reader.done():  # the server ended the session
+                        break
                     await ws.send(payload)
                     if on_sent is not None:
                         on_sent(i)
