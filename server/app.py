@@ -21,7 +21,7 @@ import hmac
 import logging
 import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -180,19 +180,17 @@ class App:
     async def open_session(self, source: str, target: str, choice: SessionChoice):
         """A new engine session, once the models are loaded. Opening one runs no model, so it does
         not queue behind other streams' model calls (the caller's receive loop must not stall)."""
-        await self._wait_loaded()
-        try:
-            return self.engine.session(source, target, mode=choice.mode, options=choice.options)
-        except LanguageError as e:
-            raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
-        except StreamstError as e:
-            raise ProtocolError(ErrorCode.ENGINE_ERROR, str(e)) from e
+        return await self._open(lambda: self.engine.session(source, target, mode=choice.mode, options=choice.options))
 
     async def open_source_session(self, source: str, choice: SessionChoice):
         """A room's source side (`SourceSession`): heard once, translated per language by the room."""
+        return await self._open(lambda: self.engine.source_session(source, options=choice.options))
+
+    async def _open(self, make: Callable[[], Any]) -> Any:
+        """`make()` once the models are loaded, its errors as protocol errors."""
         await self._wait_loaded()
         try:
-            return self.engine.source_session(source, options=choice.options)
+            return make()
         except LanguageError as e:
             raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE, str(e)) from e
         except StreamstError as e:

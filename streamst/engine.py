@@ -110,9 +110,7 @@ class Engine:
         options_type = mode_spec(mode).options_type
         if options is not None and not isinstance(options, options_type):
             raise OptionsError(f"mode {mode!r} takes {options_type.__name__}, got {type(options).__name__}")
-        components = self.components_for(source_language)
-        if not components.encoder.supports(source_language.whisper_code or ""):
-            raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
+        components = self._hearing(source_language, source)
         return SESSIONS[mode](components, source_language, target_language, options or options_type(), clock)
 
     def source_session(
@@ -120,26 +118,27 @@ class Engine:
     ) -> SourceSession:
         """A stream of `source` speech heard but not translated: a room's source side, whose
         sentences `streamst.sessions.source.SentenceStream`s translate once per target language."""
-        source_language = resolve(source)
-        if source_language.whisper_code is None:
-            raise LanguageError(
-                f"{source_language.name} ({source}) cannot be recognised from speech by the available encoders; "
-                "choose a source language Whisper supports, such as en, zh, de, fr, es, ja"
-            )
-        components = self.components_for(source_language)
-        if not components.encoder.supports(source_language.whisper_code):
-            raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
+        source_language = self.check_source(source)
+        components = self._hearing(source_language, source)
         return SourceSession(components, source_language, options or CascadeOptions(), clock)
+
+    def _hearing(self, source_language: Language, source: str) -> Components:
+        """The components for a stream of `source_language` speech; their encoder must hear it."""
+        components = self.components_for(source_language)
+        if not components.encoder.supports(source_language.whisper_code or ""):
+            raise LanguageError(f"the speech encoder cannot transcribe {source_language.name} ({source})")
+        return components
+
+    @staticmethod
+    def check_source(source: str) -> Language:
+        """Resolves the spoken language; it must be one a speech encoder can hear."""
+        return _hearable(resolve(source), source)
 
     @staticmethod
     def check_pair(source: str, target: str) -> tuple[Language, Language]:
         """Resolves both languages; the source must be one a speech encoder can hear."""
         source_language, target_language = resolve(source), resolve(target)
-        if source_language.whisper_code is None:
-            raise LanguageError(
-                f"{source_language.name} ({source}) cannot be recognised from speech by the available encoders; "
-                "choose a source language Whisper supports, such as en, zh, de, fr, es, ja"
-            )
+        _hearable(source_language, source)
         if source_language == target_language:
             raise LanguageError(f"source and target are both {source_language.name}; choose a different target")
         return source_language, target_language
@@ -216,3 +215,13 @@ def _pull_hint(model: str) -> Iterator[None]:
         yield
     except ModelError as e:
         raise ModelError(f"{e}; to fetch it again run: streamst models pull {model}") from e
+
+
+def _hearable(language: Language, given: str) -> Language:
+    """`language` (named `given` by the caller), if a speech encoder can hear it."""
+    if language.whisper_code is None:
+        raise LanguageError(
+            f"{language.name} ({given}) cannot be recognised from speech by the available encoders; "
+            "choose a source language Whisper supports, such as en, zh, de, fr, es, ja"
+        )
+    return language
