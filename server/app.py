@@ -39,6 +39,7 @@ from streamst.languages import Language, all_languages, resolve
 from streamst.options import MODES
 from streamst.server import access, policies, qr, web
 from streamst.server.config import ServerConfig
+from streamst.server.decoder_watch import DecoderWatch
 from streamst.server.funasr import SUBPROTOCOL, FunasrConnection
 from streamst.server.limits import Admission
 from streamst.server.listener import ListenerConnection
@@ -88,6 +89,7 @@ class App:
         self._endpoints: dict[ServerConnection, str | ListenerTicket] = {}
         self.rooms = Rooms(config.limits, self.scheduler, lambda: self.engine.load().translator, _is_closed)
         self._load_task: asyncio.Task[Any] | None = None
+        self.decoder = DecoderWatch(lambda: self.engine.load().translator if self.engine.loaded else None)
         self._origins = access.origin_policy(config.host, (), False, config.public_origins, config.allowed_origins)
 
     # serving --------------------------------------------------------------------------------------
@@ -130,6 +132,8 @@ class App:
         )
         if self.config.preload:
             self._start_loading()
+        if self.engine.config.remote_translator:
+            self.decoder.start()
 
     @property
     def ports(self) -> list[int]:
@@ -152,6 +156,7 @@ class App:
             async with asyncio.timeout(self.limits.close_timeout_s):
                 await asyncio.gather(*(server.wait_closed() for server in self._servers))
         self._servers.clear()
+        await self.decoder.stop()
         self.scheduler.shutdown()
         log.info("stopped")
 
@@ -346,7 +351,7 @@ class App:
 
     def _readiness(self) -> Response:
         """200 while a new session would be admitted: models loaded, not shutting down, a session
-        slot free and the models not saturated; else 503 with the reason, so that a balancer's health
+        slot free, the models not saturated and a remote decoder answering; else 503 with the reason, so that a balancer's health
         check sends new sessions to another replica (open sessions carry on)."""
         if self.shutdown_requested.is_set():
             return web.text_response(503, "not ready: shutting down (open sessions are finishing)\n")
@@ -357,6 +362,8 @@ class App:
             return web.text_response(503, f"not ready: full ({n_active} of {self.limits.max_sessions} sessions)\n")
         if self.saturated:
             return web.text_response(503, "not ready: busy (the models are saturated and streams are waiting)\n")
+        if self.decoder.problem is not None:
+            return web.text_response(503, f"not ready: {self.decoder.problem}\n")
         return web.text_response(200, "ready\n")
 
     def status(self) -> dict[str, Any]:
@@ -368,7 +375,8 @@ class App:
             "sessions": n_active,
             "max_sessions": self.limits.max_sessions,
             "accepting": not self.shutdown_requested.is_set() and n_active < self.limits.max_sessions
-            and not self.saturated,
+            and not self.saturated and self.decoder.problem is None,
+            "decoder_problem": self.decoder.problem,
             "utilisation": round(self.scheduler.utilisation(), 3),
             "shutting_down": self.shutdown_requested.is_set(),
             "token_required": self.config.token is not None,
@@ -428,6 +436,9 @@ class App:
                 f"{self.scheduler.utilisation():.0%} of the last seconds and streams are waiting; try again later"
             )
             return web.error_response(503, ErrorCode.SERVER_BUSY, message)
+        if self.decoder.problem is not None:
+            message = f"the server cannot translate now: {self.decoder.problem}; try again later"
+            return web.error_response(503, ErrorCode.ENGINE_ERROR, message)
         if not self.admission.admit(connection):
             message = (
                 f"the server is full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use; "

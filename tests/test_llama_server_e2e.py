@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -37,6 +41,7 @@ PAIR = ("en", "de")
 CHUNK_SAMPLES = 1_600  # 100 ms pushes
 MAX_CHRF_GAP = 2.0
 STREAM_TIMEOUT_S = 240.0
+READY_CHANGE_TIMEOUT_S = 15.0  # the decoder is probed every 2 s, each probe at most 4 s
 DECODER = llama_server.LlamaServerOptions(n_threads=1, n_slots=2)
 
 pytestmark = [
@@ -82,6 +87,20 @@ def _session_translation(engine: Engine, audio: np.ndarray, mode: str = "direct"
     events += session.finish()
     finals = [e for e in events if isinstance(e, FinalEvent)]
     return " ".join(f.committed_text.strip() for f in finals).strip(), finals
+
+
+def _readyz_until(port: int, done: Callable[[int, str], bool], timeout_s: float) -> tuple[int, str]:
+    """GET /readyz every 0.2 s until `done(status, body)` or the timeout; the last answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                answer = response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            answer = e.code, e.read().decode()
+        if done(*answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
 
 
 def _chrf(hypothesis: str, reference: str) -> float:
@@ -130,6 +149,7 @@ def test_streamst_server_translates_through_llama_server_and_survives_its_death(
 
             whole = asyncio.run(stream(np.concatenate([clip, silence]), segment_start))
             killed = asyncio.run(stream(talk, start, kill_after_s=4.0))
+            unready = _readyz_until(server_port, lambda status, _: status == 503, READY_CHANGE_TIMEOUT_S)
         log = (tmp_path / "server.log").read_text(errors="replace")
 
     translation = " ".join(f.committed_text.strip() for f in whole.finals).strip()
@@ -148,3 +168,5 @@ def test_streamst_server_translates_through_llama_server_and_survives_its_death(
     assert fallbacks or errors, killed.messages
     assert all(e.code == wire.ErrorCode.ENGINE_ERROR for e in killed.errors), killed.errors
     assert "Traceback" not in log or "engine_error" in log
+    # The replica then says it cannot take new sessions, and why, so a balancer sends them elsewhere.
+    assert unready[0] == 503 and url in unready[1], unready

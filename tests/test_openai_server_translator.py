@@ -6,6 +6,7 @@ goes away. Every request is bounded by short timeouts; no test waits longer than
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -18,6 +19,7 @@ from scripted import audio_for, components, spoken
 
 from streamst.errors import OptionsError, TranslatorUnavailableError
 from streamst.languages import resolve
+from streamst.server.decoder_watch import DecoderWatch
 from streamst.server.process import free_port
 from streamst.sessions.direct import DirectSession
 from streamst.translators.openai_server import OpenAIServerTranslator, ServerOptions, parse_completion
@@ -45,6 +47,7 @@ class FakeServer:
     def __init__(self, answer: Callable[[dict], tuple[int, dict]]) -> None:
         self.bodies: list[dict] = []
         self.n_requests = 0
+        self.models_status = 200  # what GET /v1/models answers
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,7 +65,7 @@ class FakeServer:
 
             def do_GET(self) -> None:
                 fake.n_requests += 1
-                self._send(200, {"data": [{"id": "qwen-test"}]})
+                self._send(fake.models_status, {"data": [{"id": "qwen-test"}]} if fake.models_status == 200 else {})
 
             def do_POST(self) -> None:
                 fake.n_requests += 1
@@ -193,6 +196,29 @@ def test_a_server_that_does_not_answer_in_time_is_a_timeout_error():
         with pytest.raises(TranslatorUnavailableError, match="did not answer within 0.5 s"):
             t.translate("Hello.", EN, DE)
     assert len(server.bodies) == 1, "a timed-out request must not be sent again"
+
+
+def test_the_readiness_probe_names_a_server_that_refuses_and_sends_it_nothing_twice():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    started = time.monotonic()
+    with pytest.raises(TranslatorUnavailableError, match=f"cannot reach the translation server at {url}"):
+        translator(url, model="m").check_reachable()
+    assert time.monotonic() - started < 5
+
+
+def test_the_decoder_watch_follows_a_server_that_stops_answering_and_comes_back():
+    with FakeServer(lambda body: (200, llama_answer(["Hallo"]))) as server:
+        watch = DecoderWatch(lambda: translator(server.url, model="m", n_retries=0))
+        answers = asyncio.run(watch.probe()), watch.problem
+        server.models_status = 503
+        asyncio.run(watch.probe())
+        down = watch.problem
+        server.models_status = 200
+        asyncio.run(watch.probe())
+    assert answers == (None, None)
+    assert down is not None and server.url in down and "HTTP 503" in down
+    assert watch.problem is None
+    assert server.n_requests == 3, "one GET per probe, never retried"
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "ftp://host/v1", ""])

@@ -12,7 +12,7 @@ import json
 import numpy as np
 from scripted import ScriptedEngine, ScriptedTranslator, audio_for, spoken
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamst import wire
 from streamst.audio import float32_to_pcm16
@@ -154,41 +154,77 @@ def test_a_session_ends_at_its_lifetime_however_it_streams():
     assert end["audio_ms"] < TALK_MS / 2
 
 
+async def _readyz(app: App) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.ports[0])
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    body = await reader.readexactly(length)
+    writer.close()
+    return int(head.split(b" ")[1]), body.decode()
+
+
 def test_readyz_turns_unready_while_the_server_is_full_and_ready_again_when_a_session_ends():
     """A balancer's health check sends new sessions elsewhere while every slot is taken."""
-
-    async def readyz(app: App) -> tuple[int, str]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", app.ports[0])
-        writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-        body = await reader.readexactly(length)
-        writer.close()
-        return int(head.split(b" ")[1]), body.decode()
 
     async def main():
         async with serving(Limits(max_sessions=1)) as app:
             app.engine.load()
-            before = await readyz(app)
+            before = await _readyz(app)
             async with connect(f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}") as ws:
                 await ws.send(json.dumps({"type": "start", "source": "en", "target": "de"}))
                 assert json.loads(await ws.recv())["type"] == "ready"
-                full = await readyz(app)
+                full = await _readyz(app)
                 await ws.send('{"type": "stop"}')
                 async for _ in ws:
                     pass
-            after = await readyz(app)
+            after = await _readyz(app)
             for _ in range(50):  # the slot is given back when the server's handler has ended
                 if after[0] == 200:
                     break
                 await asyncio.sleep(0.1)
-                after = await readyz(app)
+                after = await _readyz(app)
             return before, full, after
 
     before, full, after = asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
     assert before == (200, "ready\n")
     assert full[0] == 503 and "full (1 of 1 sessions)" in full[1]
     assert after == (200, "ready\n")
+
+
+def test_while_the_decoder_does_not_answer_readyz_says_why_and_new_sessions_are_refused_with_engine_error():
+    """A replica whose decoder on another server stopped answering takes no new sessions (a
+    balancer sends them to another replica) and takes them again once it answers."""
+    from streamst.errors import TranslatorUnavailableError
+
+    class Unreachable(ScriptedTranslator):
+        down = True
+
+        def check_reachable(self) -> None:
+            if self.down:
+                raise TranslatorUnavailableError("cannot reach the translation server at http://127.0.0.1:9/v1")
+
+    translator = Unreachable()
+
+    async def main():
+        async with serving(Limits(), translator) as app:
+            app.engine.load()
+            await app.decoder.probe()
+            ready_down = await _readyz(app)
+            try:
+                async with connect(f"ws://127.0.0.1:{app.ports[0]}{wire.STREAM_PATH}"):
+                    refused = (101, b"")
+            except InvalidStatus as e:
+                refused = (e.response.status_code, e.response.body)
+            translator.down = False
+            await app.decoder.probe()
+            return ready_down, refused, await _readyz(app), app.status()
+
+    ready_down, refused, ready_up, status = asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT_S))
+    assert ready_down[0] == 503 and "cannot reach the translation server at http://127.0.0.1:9/v1" in ready_down[1]
+    assert refused[0] == 503 and b"engine_error" in refused[1] and b"http://127.0.0.1:9/v1" in refused[1], refused
+    assert ready_up == (200, "ready\n")
+    assert status["accepting"] and status["decoder_problem"] is None
 
 
 def test_a_translation_server_that_is_down_ends_the_stream_with_engine_error_naming_it():

@@ -38,3 +38,7 @@ class Translator(ABC):
         `earlier`: (source, translation) exchanges shown to the model before this one, oldest
         first: the sentences said before in the same talk, so its names and terms keep their
         translation. They are context only; the result translates `source_text` alone."""
+
+    def check_reachable(self) -> None:
+        """Raises `TranslatorUnavailableError` when the translator cannot serve a request now (a
+        decoder on another server that does not answer); one in this process always can."""

@@ -51,6 +51,7 @@ STOP_STRINGS = (IM_END, "<|endoftext|>")  # ChatML's end of turn; Qwen's end of 
 BANNED_BIAS = -100.0  # OpenAI's lowest logit bias: the token is never chosen
 RETRIED_STATUSES = (502, 503, 504)  # a balancer without a backend, a server still loading its model
 INSTALL = "pip install requests"
+PROBE_TIMEOUT_S = 2.0  # a reachability probe's connection and answer, each
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,22 @@ class OpenAIServerTranslator(Translator):
         if logit_bias:
             body["logit_bias"] = logit_bias
         return parse_completion(self._post("/completions", body), self.options.base_url)
+
+    def check_reachable(self) -> None:
+        """Raises `TranslatorUnavailableError` unless the server answers GET {url}/models now: one
+        try with short timeouts (a readiness probe, never retried)."""
+        o = self.options
+        headers = {"Authorization": f"Bearer {o.api_key}"} if o.api_key else {}
+        timeout_s = (min(o.connect_timeout_s, PROBE_TIMEOUT_S), PROBE_TIMEOUT_S)
+        try:
+            response = self._requests.get(o.base_url + "/models", headers=headers, timeout=timeout_s)
+        except self._requests.exceptions.RequestException as e:
+            raise TranslatorUnavailableError(
+                f"cannot reach the translation server at {o.base_url} ({type(e).__name__}); "
+                "is llama-server (or vLLM, SGLang) running there?"
+            ) from e
+        if response.status_code >= 400:
+            raise TranslatorUnavailableError(_status_message(o.base_url, "/models", response.status_code, response.text))
 
     def model(self) -> str:
         """The model name requests carry: the configured one, else the first the server lists."""
