@@ -89,6 +89,17 @@ def test_the_mask_lets_a_name_of_the_source_be_written_whole_and_nothing_else() 
     assert allowed_after(ScriptMask.keeping(latin, (), byte_tokens, byte_text), "") == ""
 
 
+def test_a_name_begun_is_finished_before_anything_else() -> None:
+    latin = script_token_ids(byte_text, 257, LATIN_LETTER, keep={256})
+    mask = ScriptMask.keeping(latin, kept_latin_words("the Northern Marianas and Bob"), byte_tokens, byte_text)
+    inside = mask.apply(np.zeros(257, dtype=np.float32), "北Marian")
+    assert np.flatnonzero(inside == 0).tolist() == [ord("a")], "only the rest of 'Marianas': no stop, no 亚"
+    whole = mask.apply(np.zeros(257, dtype=np.float32), "北Marianas")
+    assert whole[256] == 0 and whole[0xE4] == 0, "a whole name may be followed by anything"
+    unknown = mask.apply(np.zeros(257, dtype=np.float32), "Xy")
+    assert unknown[256] == 0, "a fragment of no kept word (written before this mask) is not forced on"
+
+
 def test_a_cjk_mask_holds_the_tokens_with_a_chinese_japanese_or_korean_character() -> None:
     vocab = ["a", "大", "家", "ド", "한", " the", "\u00e4", "。", "1"]
     ids = script_token_ids(lambda i: vocab[i].encode("utf-8"), len(vocab), CJK_LETTER, keep=())

@@ -4,7 +4,8 @@ A `ScriptMask` bans the tokens holding letters of a script the target is not wri
 (`streamst.writing.foreign_letters`: Latin in Chinese, Japanese and Korean; Chinese, Japanese and
 Korean in a Latin-script language). Names and acronyms of the source (`kept_latin_words`) may
 still be written, but only whole: a piece of a name is allowed only where it continues a prefix
-of one, so "Danius" may stay in a Chinese translation but its "us" cannot end a Chinese word. A
+of one, so "Danius" may stay in a Chinese translation but its "us" cannot end a Chinese word, and
+a name once begun is finished before anything else is written ("Marianas", not "Marian亚"). A
 retry of a translation that copied its source also bans the first tokens of the copied words."""
 
 from __future__ import annotations
@@ -71,20 +72,35 @@ class ScriptMask:
         out[self.banned] = -np.inf
         if self.pieces:
             fragment = _TRAILING_WORD.search(text).group().lstrip("'’-")
-            for token_id, piece in self.pieces:
-                if self._continues(fragment, piece):
-                    out[token_id] = logits[token_id]
+            allowed = [token_id for token_id, piece in self.pieces if self._continues(fragment, piece)]
+            finishing = self._finishing(fragment)
+            if finishing:  # a name begun is finished first: nothing else may come (not even the stop)
+                out[:] = -np.inf
+                allowed = finishing
+            out[allowed] = np.asarray(logits, dtype=np.float32)[allowed]
         return out
+
+    def _finishing(self, fragment: str) -> list[int]:
+        """Where `fragment` is part of a kept word and not a whole one: the pieces that go on
+        writing it; else []."""
+        if not fragment or fragment in self.words:
+            return []
+        return [t for t, piece in self.pieces if _goes_on(piece) and any(w.startswith(fragment + piece) for w in self.words)]
 
     def _continues(self, fragment: str, piece: str) -> bool:
         """Whether `piece` after a text ending in `fragment` writes a prefix of a kept word."""
         if not LATIN_LETTER.search(piece):
             return True
-        if LATIN_LETTER.match(piece) or piece[0] in "'’-":
+        if _goes_on(piece):
             written = fragment + piece
         else:  # a space or punctuation first: the piece starts a new word
             written = piece.lstrip(" ")
         return any(word.startswith(written) for word in self.words)
+
+
+def _goes_on(piece: str) -> bool:
+    """Whether a token's text continues the word before it (a letter, hyphen or apostrophe first)."""
+    return bool(piece) and (LATIN_LETTER.match(piece) is not None or piece[0] in "'’-")
 
 
 def word_start_ids(tokenize: Tokenize, words: Iterable[str]) -> np.ndarray:
