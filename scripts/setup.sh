@@ -56,5 +56,5 @@ case ",$EXTRAS," in
   *,bench,*) python -m pip install -q --no-deps "simuleval==1.1.4" ;;
 esac
 
-say "fetching the default models into $STREAMST_HOME (about 640 MB the first time)"
+say "fetching the default models into $STREAMST_HOME (about 1.7 GB the first time)"
 streamst models pull default

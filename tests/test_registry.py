@@ -30,6 +30,7 @@ DEFAULT_FILES = {
     "silero-vad": ["silero_vad.onnx"],
     "whisper-base": ["model.bin", "config.json", "tokenizer.json", "vocabulary.json"],
     "qwen2.5-coder-0.5b-instruct-q4km": ["qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"],
+    "qwen2.5-coder-1.5b-instruct-q4km": ["qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"],
 }
 
 

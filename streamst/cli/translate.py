@@ -51,13 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context-sentences", type=int, default=0, metavar="N",
                    help="show the translator the talk's last N sentences with their translations, so names and "
                         "terms keep their translation (default: 0; benchmarks/QUALITY.md has what it does)")  # fmt: skip
-    add_translator_arguments(p)
+    add_translator_arguments(p, by_mode=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     Engine.check_pair(args.source, args.target)
-    translator = translator_model(args.translator, args.quality)
+    translator = translator_model(args.translator, args.quality, args.mode)
     options = session_options(
         args.mode,
         policy=args.policy,
