@@ -85,7 +85,9 @@ class ScriptMask:
         writing it; else []."""
         if not fragment or fragment in self.words:
             return []
-        return [t for t, piece in self.pieces if _goes_on(piece) and any(w.startswith(fragment + piece) for w in self.words)]
+        return [
+            t for t, piece in self.pieces if _goes_on(piece) and any(w.startswith(fragment + piece) for w in self.words)
+        ]
 
     def _continues(self, fragment: str, piece: str) -> bool:
         """Whether `piece` after a text ending in `fragment` writes a prefix of a kept word."""
