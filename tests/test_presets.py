@@ -12,9 +12,9 @@ import pytest
 import sacrebleu
 
 from streamst import registry
+from streamst.languages import resolve
 from streamst.options import MODES
 from streamst.presets import DEFAULT_QUALITY, DEFAULT_QUALITY_BY_MODE, QUALITY_PRESETS, translator_model
-from streamst.languages import resolve
 from streamst.writing import wrong_script_letters
 
 FAST, BEST = QUALITY_PRESETS["fast"], QUALITY_PRESETS["best"]

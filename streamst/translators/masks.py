@@ -72,12 +72,12 @@ class ScriptMask:
         out[self.banned] = -np.inf
         if self.pieces:
             fragment = _TRAILING_WORD.search(text).group().lstrip("'’-")
-            allowed = [token_id for token_id, piece in self.pieces if self._continues(fragment, piece)]
-            finishing = self._finishing(fragment)
-            if finishing:  # a name begun is finished first: nothing else may come (not even the stop)
+            allowed = self._finishing(fragment)
+            if allowed:  # a name begun is finished first: nothing else may come (not even the stop)
                 out[:] = -np.inf
-                allowed = finishing
-            out[allowed] = np.asarray(logits, dtype=np.float32)[allowed]
+            else:
+                allowed = [token_id for token_id, piece in self.pieces if self._continues(fragment, piece)]
+            out[allowed] = np.asarray(logits)[allowed]
         return out
 
     def _finishing(self, fragment: str) -> list[int]:
