@@ -24,7 +24,7 @@ from streamst.encoders.whisper import WhisperOptions
 from streamst.engine import EngineConfig
 from streamst.errors import OptionsError, StreamstError
 from streamst.options import DEFAULT_MODE, MODES, mode_spec, session_options
-from streamst.presets import add_translator_arguments, translator_model, translator_server
+from streamst.presets import add_translator_arguments, decoders, translator_server
 from streamst.translators.llama_cpp import LlamaOptions
 
 log = logging.getLogger("streamst.benchmarks.cli")
@@ -127,9 +127,11 @@ def _engine_config(args: argparse.Namespace, llama: LlamaOptions | None = None) 
     whisper = WhisperOptions()
     if getattr(args, "final_beam_size", None):
         whisper = dataclasses.replace(whisper, final_beam_size=args.final_beam_size)
+    chosen = decoders(args.translator, args.quality)
     return EngineConfig(
         n_threads=args.threads,
-        translator_model=translator_model(args.translator, args.quality),
+        translator_model=chosen.steps,
+        finals_model=chosen.finals,
         translator_server=translator_server(args),
         llama=llama,
         whisper=whisper,
@@ -335,6 +337,7 @@ def _engine_models(config: EngineConfig) -> dict[str, str]:
         "VAD": config.vad_model,
         "speech encoder": config.encoder_model,
         "translator": config.translator_model,
+        "finals translator": config.finals_model if config.separate_finals else config.translator_model,
     }
 
 
@@ -404,11 +407,11 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
     corpora = {p.name: datasets.load_text_pairs(args.dataset, p, args.limit, args.data_dir) for p in pairs}
     examples = {p.name: datasets.few_shot_examples(p, args.few_shot, args.data_dir) for p in pairs}
     config = _engine_config(args)
-    translator = Engine(config).load().translator
+    translator = Engine(config).load().final_translator  # whole sentences: what finals translate
     output = Path(args.output)
     hypotheses_dir = output / "mt" / args.dataset
     hypotheses_dir.mkdir(parents=True, exist_ok=True)
-    meta = results.make_meta(argv, args.dataset, "", 0, {"translator": config.translator_model})
+    meta = results.make_meta(argv, args.dataset, "", 0, {"translator": config.finals_model if config.separate_finals else config.translator_model})
     scores = []
     with _progress(sum(len(c) for c in corpora.values()), not args.no_progress, "sent") as bar:
         for pair in pairs:

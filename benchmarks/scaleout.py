@@ -31,7 +31,7 @@ from streamst.benchmarks import load
 from streamst.benchmarks.datasets import Pair, SpeechInstance
 from streamst.cores import default_concurrency
 from streamst.engine import gguf_path
-from streamst.presets import QUALITY_PRESETS, DEFAULT_QUALITY
+from streamst.presets import QUALITY_PRESETS, SERVER_QUALITY
 from streamst.server import balancer, llama_server
 from streamst.server import process as server_process
 
@@ -53,7 +53,7 @@ class ScaleoutPlan:
     n_threads: int = 1  # threads per model call in each streamst-server
     decoder: llama_server.LlamaServerOptions = field(default_factory=llama_server.LlamaServerOptions)
     compare_in_process: bool = True  # also run each N against one server with the decoder in-process
-    translator_model: str = QUALITY_PRESETS[DEFAULT_QUALITY]  # the GGUF both setups decode with
+    translator_model: str = QUALITY_PRESETS[SERVER_QUALITY].steps  # the GGUF both setups decode with
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class App:
         self.shutdown_requested = asyncio.Event()
         self._servers: list[Server] = []
         self._endpoints: dict[ServerConnection, str | ListenerTicket] = {}
-        self.rooms = Rooms(config.limits, self.scheduler, lambda: self.engine.load().translator, _is_closed)
+        self.rooms = Rooms(config.limits, self.scheduler, lambda: self.engine.load().final_translator, _is_closed)
         self._load_task: asyncio.Task[Any] | None = None
         self.decoder = DecoderWatch(lambda: self.engine.load().translator if self.engine.loaded else None)
         self._origins = access.origin_policy(config.host, (), False, config.public_origins, config.allowed_origins)

@@ -22,7 +22,7 @@ from streamst.cores import check_budget, default_concurrency
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import StreamstError
 from streamst.options import MODES
-from streamst.presets import add_translator_arguments, translator_model, translator_server
+from streamst.presets import SERVER_QUALITY, add_translator_arguments, decoders, translator_server
 from streamst.server.access import WILDCARD_HOSTS
 from streamst.server.app import App
 from streamst.server.config import DEFAULT_PORT, FUNASR_PORT, ServerConfig
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--threads", type=int, default=EngineConfig().n_threads,
                         help="threads per model call (%(default)s: half the cores)")  # fmt: skip
     engine.add_argument("--lazy", action="store_true", help="load the models with the first session, not at startup")
-    add_translator_arguments(engine)
+    add_translator_arguments(engine, SERVER_QUALITY)
     logs = parser.add_argument_group("logging")
     logs.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     logs.add_argument("--log-json", action="store_true", help="one JSON object per log line")
@@ -236,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         server = translator_server(args)
         check_budget(args.threads, config.limits.model_concurrency, remote_translator=server is not None)
-        translator = translator_model(args.translator, args.quality)
-        engine_config = EngineConfig(n_threads=args.threads, translator_model=translator, translator_server=server)
+        chosen = decoders(args.translator, args.quality, SERVER_QUALITY)
+        engine_config = EngineConfig(
+            n_threads=args.threads, translator_model=chosen.steps, finals_model=chosen.finals, translator_server=server
+        )
         asyncio.run(serve(App(Engine(engine_config), config)))
     except StreamstError as e:
         print(f"streamst-server: error: {e}", file=sys.stderr)

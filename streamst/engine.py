@@ -45,8 +45,10 @@ class EngineConfig:
     vad_model: str = "silero-vad"  # registry name of the VAD model
     encoder_model: str = "whisper-base"  # registry name of the speech encoder
     sensevoice_model: str = "sensevoice-small"  # serves zh/en/yue/ja/ko instead once pulled; "" = never
-    translator_model: str = QUALITY_PRESETS[DEFAULT_QUALITY]  # registry name of the decoder
-    translator_file: str = ""  # the GGUF inside it; "" = the model's only .gguf file
+    translator_model: str = QUALITY_PRESETS[DEFAULT_QUALITY].steps  # registry name of the decoder that steps
+    # The decoder that writes finals (streamst.presets); "" or translator_model: the one decoder does.
+    finals_model: str = QUALITY_PRESETS[DEFAULT_QUALITY].finals
+    translator_file: str = ""  # the GGUF inside translator_model; "" = the model's only .gguf file
     translator_backend: str = "llama.cpp"  # llama.cpp (GGUF, CPU) | transformers (torch, GPU)
     n_threads: int = field(default_factory=default_threads)  # threads of each model call (VAD: 1); see streamst.cores
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
@@ -58,6 +60,11 @@ class EngineConfig:
     def remote_translator(self) -> bool:
         """Whether the decoder runs on a completion server (its threads are not this process's)."""
         return self.translator_server is not None
+
+    @property
+    def separate_finals(self) -> bool:
+        """Whether a second decoder writes finals (never with a completion server)."""
+        return not self.remote_translator and self.finals_model not in ("", self.translator_model)
 
 
 class Engine:
@@ -79,6 +86,7 @@ class Engine:
                     encoder=self._load_encoder(),
                     punctuator=PassThroughPunctuator(),
                     translator=self._load_translator(),
+                    finisher=self._load_finisher(),
                 )
                 self._sensevoice = self._load_sensevoice()
             return self._components
@@ -174,7 +182,18 @@ class Engine:
         if self.config.translator_server is not None:
             log.info("translating on the completion server at %s", self.config.translator_server.base_url)
             return OpenAIServerTranslator(self.config.translator_server)
-        name, backend = self.config.translator_model, self.config.translator_backend
+        return self._load_decoder(self.config.translator_model, self.config.translator_file)
+
+    def _load_finisher(self) -> Translator | None:
+        if not self.config.separate_finals:
+            return None
+        log.info("finals are written by %s", self.config.finals_model)
+        return self._load_decoder(self.config.finals_model)
+
+    def _load_decoder(self, name: str, file: str = "") -> Translator:
+        """A decoder in-process on the configured backend; `file`: the GGUF inside the model
+        (default: its only .gguf)."""
+        backend = self.config.translator_backend
         if backend not in TRANSLATOR_BACKENDS:
             raise OptionsError(f"unknown translator backend {backend!r}; choose one of: {', '.join(TRANSLATOR_BACKENDS)}")
         if backend == "transformers":
@@ -184,7 +203,7 @@ class Engine:
             log.info("loading translator %s (transformers) from %s", name, path)
             with _pull_hint(name):
                 return TransformersTranslator(path)
-        path = registry.model_file(name, self.config.translator_file or _only_gguf(name))
+        path = registry.model_file(name, file or _only_gguf(name))
         log.info("loading translator %s from %s (%d threads)", name, path, self.config.n_threads)
         with _pull_hint(name):
             return LlamaCppTranslator(path, self.config.llama, n_threads=self.config.n_threads)

@@ -1,17 +1,23 @@
-"""Which decoder translates: a quality preset (`--quality fast|best`) or a registry name
+"""Which decoders translate: a quality preset (`--quality fast|balanced|best`) or a registry name
 (`--translator NAME`), shared by the command-line tools.
 
-`fast` is the 0.5B decoder, `best` the 1.5B one; the default setup pulls both. best has 1.4 to 2.7
-times fast's BLEU on FLORES at about 1.6 times the time per sentence (`benchmarks/QUALITY.md` has
-both measured). Where `--quality` is not given, `streamst translate` (one stream) lets the mode
-choose (`DEFAULT_QUALITY_BY_MODE`): the direct mode translates at every step and on 2 cores keeps
-up only with fast; the cascade translates each sentence once and keeps up with best (RTF 0.56-0.76
-on 2 cores, one of them busy). The server and the benchmarks use fast (`DEFAULT_QUALITY`)."""
+A preset names two decoders (`Decoders`): one for the steps, which propose a continuation every
+500 ms while a sentence is spoken (the direct mode only), and one for the finals, which finish
+each sentence once it is heard whole (the direct mode's last words; every sentence of the cascade
+and of rooms). `fast` is the 0.5B decoder for both, `best` the 1.5B one for both, and `balanced`
+steps with the 0.5B and finishes with the 1.5B: a final runs once a sentence, so the larger decoder
+costs 1-1.8 s a sentence (2 threads) rather than that at every step. best has 1.4 to 2.7 times
+fast's BLEU on FLORES at about 1.6 times the time per sentence (`benchmarks/QUALITY.md`); the
+direct mode with best does not keep up on 2 cores. `benchmarks/QUALITY-FULL.md` compares the three
+end to end. `streamst translate`, the benchmarks and the Python `Engine` use `balanced`
+(`DEFAULT_QUALITY`); the server, whose cores many streams share, uses `fast` (`SERVER_QUALITY`).
+The default setup pulls both decoders."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 from streamst.errors import OptionsError
 from streamst.registry.catalog import catalog
@@ -19,30 +25,40 @@ from streamst.translators.openai_server import ServerOptions
 
 API_KEY_ENV = "STREAMST_TRANSLATOR_API_KEY"
 
+SMALL_DECODER = "qwen2.5-coder-0.5b-instruct-q4km"
+LARGE_DECODER = "qwen2.5-coder-1.5b-instruct-q4km"
+
+
+@dataclass(frozen=True)
+class Decoders:
+    """Registry names of the decoder that steps (proposes while a sentence is spoken) and of the
+    one that writes finals (finishes a sentence heard whole); the same name: one decoder loaded."""
+
+    steps: str
+    finals: str
+
+
 QUALITY_PRESETS = {
-    "fast": "qwen2.5-coder-0.5b-instruct-q4km",
-    "best": "qwen2.5-coder-1.5b-instruct-q4km",
+    "fast": Decoders(steps=SMALL_DECODER, finals=SMALL_DECODER),
+    "balanced": Decoders(steps=SMALL_DECODER, finals=LARGE_DECODER),
+    "best": Decoders(steps=LARGE_DECODER, finals=LARGE_DECODER),
 }
-DEFAULT_QUALITY = "fast"  # the direct mode's, the server's (many streams share its cores) and the benchmarks'
-# `streamst translate` (one stream): the decoder each mode keeps within real time on 2 cores.
-DEFAULT_QUALITY_BY_MODE = {"direct": "fast", "cascade": "best"}
+DEFAULT_QUALITY = "balanced"  # `streamst translate` (one stream) and the benchmarks
+SERVER_QUALITY = "fast"  # the server: many streams share its cores
 
 
 def add_translator_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, by_mode: bool = False
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, default_quality: str = DEFAULT_QUALITY
 ) -> None:
-    """The decoder options; `by_mode`: without --quality the mode chooses (`translator_model`)."""
-    default = (
-        ", ".join(f"{q} for the {m} mode" for m, q in DEFAULT_QUALITY_BY_MODE.items()) if by_mode else DEFAULT_QUALITY
-    )
+    """The decoder options; without --quality or --translator, `default_quality` applies."""
+    described = "; ".join(f"{name}: {_describe(preset)}" for name, preset in sorted(QUALITY_PRESETS.items()))
     parser.add_argument(
         "--quality", choices=sorted(QUALITY_PRESETS), default=None,
-        help=f"translation quality preset: fast ({QUALITY_PRESETS['fast']}) or best ({QUALITY_PRESETS['best']}, "
-        f"slower); default: {default}",
+        help=f"translation quality preset ({described}); default: {default_quality}",
     )
     parser.add_argument(
         "--translator", metavar="MODEL", default=None,
-        help="registry name of the decoder (see `streamst models list`); overrides --quality",
+        help="registry name of one decoder for steps and finals (see `streamst models list`); overrides --quality",
     )
     parser.add_argument(
         "--translator-url", metavar="URL", default=None,
@@ -59,16 +75,21 @@ def add_translator_arguments(
     )
 
 
-def translator_model(translator: str | None, quality: str | None, mode: str | None = None) -> str:
-    """The registry name of the decoder chosen by `--translator` (a translator model), else
-    `--quality`, else the default of `mode` (`DEFAULT_QUALITY_BY_MODE`; `DEFAULT_QUALITY` without
-    one); a clear OptionsError for anything else."""
+def _describe(decoders: Decoders) -> str:
+    if decoders.steps == decoders.finals:
+        return decoders.steps
+    return f"{decoders.steps} steps, {decoders.finals} finals"
+
+
+def decoders(translator: str | None, quality: str | None, default_quality: str = DEFAULT_QUALITY) -> Decoders:
+    """The decoders chosen by `--translator` (one translator model for both), else `--quality`,
+    else `default_quality`; a clear OptionsError for anything else."""
     if translator:
         translators = sorted(name for name, m in catalog().manifests.items() if m.role == "translator")
         if translator not in translators:
             raise OptionsError(f"--translator {translator!r} is not a translator model; choose one of: {', '.join(translators)}")
-        return translator
-    quality = quality or DEFAULT_QUALITY_BY_MODE.get(mode or "", DEFAULT_QUALITY)
+        return Decoders(steps=translator, finals=translator)
+    quality = quality or default_quality
     if quality not in QUALITY_PRESETS:
         raise OptionsError(f"unknown quality preset {quality!r}; choose one of: {', '.join(sorted(QUALITY_PRESETS))}")
     return QUALITY_PRESETS[quality]

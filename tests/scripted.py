@@ -167,12 +167,15 @@ def _word_pieces(text: str) -> list[str]:
     return pieces
 
 
-def components(script: Sequence[Word], translator: ScriptedTranslator | None = None) -> Components:
+def components(
+    script: Sequence[Word], translator: ScriptedTranslator | None = None, finisher: ScriptedTranslator | None = None
+) -> Components:
     return Components(
         vad=EnergyVAD(),  # type: ignore[arg-type]  # the VAD interface: stream().probabilities()
         encoder=ScriptedEncoder(script),
         punctuator=PassThroughPunctuator(),
         translator=translator or ScriptedTranslator(),
+        finisher=finisher,
     )
 
 

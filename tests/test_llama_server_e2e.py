@@ -30,7 +30,7 @@ from streamst.client.stream import stream_pcm
 from streamst.clock import SimulatedClock
 from streamst.engine import Engine, EngineConfig, gguf_path
 from streamst.options import session_options
-from streamst.presets import DEFAULT_QUALITY, QUALITY_PRESETS
+from streamst.presets import QUALITY_PRESETS, SERVER_QUALITY
 from streamst.server import llama_server
 from streamst.server import process as server_process
 from streamst.translators.openai_server import ServerOptions
@@ -57,7 +57,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def gguf():
     try:
-        return gguf_path(QUALITY_PRESETS[DEFAULT_QUALITY])
+        return gguf_path(QUALITY_PRESETS[SERVER_QUALITY].steps)
     except Exception as e:  # noqa: BLE001 - any reason the model is not there is a reason to skip
         pytest.skip(f"the default decoder is not pulled ({e}); run: streamst models pull default")
 
@@ -109,8 +109,9 @@ def _chrf(hypothesis: str, reference: str) -> float:
 
 @pytest.fixture(scope="module")
 def in_process(fleurs) -> dict[str, str]:
-    """The in-process decoder's translations of the clip, by mode."""
-    engine = Engine(EngineConfig(n_threads=1))
+    """The in-process decoder's translations of the clip, by mode: the GGUF llama-server has, for
+    steps and finals alike, as a remote decoder does both."""
+    engine = Engine(EngineConfig(n_threads=1, translator_model=QUALITY_PRESETS[SERVER_QUALITY].steps, finals_model=""))
     return {mode: _session_translation(engine, _audio(fleurs, CLIP), mode)[0] for mode in ("direct", "cascade")}
 
 

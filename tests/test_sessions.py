@@ -37,13 +37,16 @@ def run(session: SegmentedSession, audio: np.ndarray, chunk_ms: int = 100) -> li
     return events + session.finish()
 
 
-def direct(translator: ScriptedTranslator | None = None, script=TALK, clock=None, **overrides) -> DirectSession:
+def direct(
+    translator: ScriptedTranslator | None = None, script=TALK, clock=None, finisher=None, **overrides
+) -> DirectSession:
     options = replace(DirectOptions(), **overrides)
-    return DirectSession(components(script, translator), EN, DE, options, clock or SimulatedClock())
+    return DirectSession(components(script, translator, finisher), EN, DE, options, clock or SimulatedClock())
 
 
-def cascade(script=TALK, **overrides) -> CascadeSession:
-    return CascadeSession(components(script), EN, DE, replace(CascadeOptions(), **overrides), SimulatedClock())
+def cascade(script=TALK, finisher=None, **overrides) -> CascadeSession:
+    options = replace(CascadeOptions(), **overrides)
+    return CascadeSession(components(script, finisher=finisher), EN, DE, options, SimulatedClock())
 
 
 def finals(events) -> list[FinalEvent]:
@@ -74,6 +77,27 @@ def test_direct_commits_while_speaking_and_closes_each_sentence_with_its_final()
     # The first sentence ended while the speaker went on: its final came before the segment closed.
     assert done[0].audio_ms < TALK[-1].end_ms
     assert done[0].start_ms <= TALK[0].start_ms and done[1].start_ms >= TALK[5].end_ms
+
+
+def test_a_second_decoder_writes_the_finals_continuing_what_the_steps_committed():
+    steps, finals_decoder = ScriptedTranslator(), ScriptedTranslator()
+    events = run(direct(steps, finisher=finals_decoder), audio_for(TALK, TALK_MS))
+    check_append_only(events)
+    done = finals(events)
+    assert [e.committed_text for e in done] == ["HELLO WORLD THIS IS A TEST.", "HOW ARE YOU TODAY?"]
+    assert [call.source_text for call in finals_decoder.calls] == ["Hello world this is a test.", "How are you today?"]
+    # The steps committed part of each sentence; the finals' decoder continued from there.
+    assert all(call.committed for call in finals_decoder.calls)
+    one_decoder = ScriptedTranslator()
+    run(direct(one_decoder), audio_for(TALK, TALK_MS))
+    assert len(steps.calls) == len(one_decoder.calls) - 2, "the steps' decoder still wrote a final"
+
+
+def test_the_cascade_translates_every_sentence_with_the_finals_decoder():
+    finals_decoder = ScriptedTranslator()
+    done = finals(run(cascade(finisher=finals_decoder), audio_for(TALK, TALK_MS)))
+    assert [e.committed_text for e in done] == ["HELLO WORLD THIS IS A TEST.", "HOW ARE YOU TODAY?"]
+    assert len(finals_decoder.calls) == 2
 
 
 def test_cascade_translates_agreed_sentences_early_and_the_rest_at_close():

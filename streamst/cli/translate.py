@@ -16,7 +16,7 @@ from streamst.audio import decode_audio
 from streamst.clock import WallClock
 from streamst.engine import Engine, EngineConfig
 from streamst.errors import AudioError, OptionsError
-from streamst.presets import add_translator_arguments, translator_model, translator_server
+from streamst.presets import add_translator_arguments, decoders, translator_server
 from streamst.options import DEFAULT_MODE, MODES, SessionOptions, policy_spec, session_options
 from streamst.subtitles import VTT_HEADER, srt_cue, vtt_cue
 from streamst.types import SAMPLE_RATE_HZ, Event, FinalEvent, ms_to_samples
@@ -51,13 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context-sentences", type=int, default=0, metavar="N",
                    help="show the translator the talk's last N sentences with their translations, so names and "
                         "terms keep their translation (default: 0; benchmarks/QUALITY.md has what it does)")  # fmt: skip
-    add_translator_arguments(p, by_mode=True)
+    add_translator_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     Engine.check_pair(args.source, args.target)
-    translator = translator_model(args.translator, args.quality, args.mode)
+    chosen = decoders(args.translator, args.quality)
     options = session_options(
         args.mode,
         policy=args.policy,
@@ -76,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
         raise AudioError(f"--chunk-ms must be at least 10, got {args.chunk_ms}")
     audio = decode_audio(args.audio)
     engine = Engine(
-        EngineConfig(encoder_model=args.encoder, translator_model=translator, translator_server=translator_server(args))
+        EngineConfig(
+            encoder_model=args.encoder,
+            translator_model=chosen.steps,
+            finals_model=chosen.finals,
+            translator_server=translator_server(args),
+        )
     )
     engine.load()
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout

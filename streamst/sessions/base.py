@@ -80,7 +80,13 @@ class Components:
     vad: SileroVAD
     encoder: SpeechEncoder
     punctuator: Punctuator
-    translator: Translator
+    translator: Translator  # proposes while a sentence is spoken (the direct mode's steps)
+    finisher: Translator | None = None  # finishes each sentence heard whole (its final); None: `translator`
+
+    @property
+    def final_translator(self) -> Translator:
+        """The decoder that writes finals: the direct mode's last words, the cascade's sentences."""
+        return self.finisher or self.translator
 
 
 @dataclass(frozen=True)
@@ -301,12 +307,19 @@ class SegmentedSession(ABC):
             return self.components.punctuator.punctuate(transcript.words, self.source.code)
 
     def translate(
-        self, source_text: str, committed: str = "", max_new_tokens: int | None = None, reuse: bool = True
+        self,
+        source_text: str,
+        committed: str = "",
+        max_new_tokens: int | None = None,
+        reuse: bool = True,
+        final: bool = False,
     ) -> Translation:
         """The translator's continuation of `committed` for `source_text`; `reuse` lets it start
-        from this stream's previous request (its KV cache), which a growing source mostly shares."""
+        from this stream's previous request (its KV cache), which a growing source mostly shares;
+        `final`: the sentence is heard whole, and the finals' decoder finishes it."""
+        translator = self.components.final_translator if final else self.components.translator
         with span("translate"):
-            translation = self.components.translator.translate(
+            translation = translator.translate(
                 source_text,
                 self.source,
                 self.target,
@@ -335,7 +348,7 @@ class SegmentedSession(ABC):
     def sentence_translation(self, text: str, committed: str) -> str:
         """The target text that completes a closed source sentence after `committed` (what its final
         adds). A source-only session (`streamst.sessions.source`) translates nothing here."""
-        translation = self.translate(text, committed=committed, reuse=self.commits_while_open)
+        translation = self.translate(text, committed=committed, reuse=self.commits_while_open, final=True)
         return translation.text.rstrip() if committed else translation.text.strip()
 
     def discard_audio_before(self, ms: int) -> None:
