@@ -43,7 +43,7 @@ QUALITY_PRESETS = {
     "balanced": Decoders(steps=SMALL_DECODER, finals=LARGE_DECODER),
     "best": Decoders(steps=LARGE_DECODER, finals=LARGE_DECODER),
 }
-DEFAULT_QUALITY = "balanced"  # `streamst translate` (one stream) and the benchmarks
+DEFAULT_QUALITY = "balanced"  # `streamst translate` (one stream), the benchmarks and the Python Engine
 SERVER_QUALITY = "fast"  # the server: many streams share its cores
 
 
@@ -75,10 +75,10 @@ def add_translator_arguments(
     )
 
 
-def _describe(decoders: Decoders) -> str:
-    if decoders.steps == decoders.finals:
-        return decoders.steps
-    return f"{decoders.steps} steps, {decoders.finals} finals"
+def _describe(preset: Decoders) -> str:
+    if preset.steps == preset.finals:
+        return preset.steps
+    return f"{preset.steps} steps, {preset.finals} finals"
 
 
 def decoders(translator: str | None, quality: str | None, default_quality: str = DEFAULT_QUALITY) -> Decoders:
