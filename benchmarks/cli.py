@@ -337,7 +337,7 @@ def _engine_models(config: EngineConfig) -> dict[str, str]:
         "VAD": config.vad_model,
         "speech encoder": config.encoder_model,
         "translator": config.translator_model,
-        "finals translator": config.finals_model if config.separate_finals else config.translator_model,
+        "finals translator": config.finals_decoder,
     }
 
 
@@ -411,7 +411,7 @@ def cmd_mt(args: argparse.Namespace, argv: Sequence[str]) -> int:
     output = Path(args.output)
     hypotheses_dir = output / "mt" / args.dataset
     hypotheses_dir.mkdir(parents=True, exist_ok=True)
-    meta = results.make_meta(argv, args.dataset, "", 0, {"translator": config.finals_model if config.separate_finals else config.translator_model})
+    meta = results.make_meta(argv, args.dataset, "", 0, {"translator": config.finals_decoder})
     scores = []
     with _progress(sum(len(c) for c in corpora.values()), not args.no_progress, "sent") as bar:
         for pair in pairs:

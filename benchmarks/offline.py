@@ -80,7 +80,8 @@ def offline_instance(components: Components, instance: SpeechInstance, pair: Pai
     audio_ms = len(audio) / SAMPLES_PER_MS
     started_s = time.perf_counter()
     sentences = split_sentences(transcribe_whole(components, audio, pair))
-    translations = [components.final_translator.translate(s.text, pair.source, pair.target).text.strip() for s in sentences]
+    translator = components.final_translator  # whole sentences: what finals translate
+    translations = [translator.translate(s.text, pair.source, pair.target).text.strip() for s in sentences]
     compute_ms = (time.perf_counter() - started_s) * MS_PER_S
     segments = []
     all_units: list[str] = []

@@ -66,6 +66,11 @@ class EngineConfig:
         """Whether a second decoder writes finals (never with a completion server)."""
         return not self.remote_translator and self.finals_model not in ("", self.translator_model)
 
+    @property
+    def finals_decoder(self) -> str:
+        """The registry name of the decoder that writes finals."""
+        return self.finals_model if self.separate_finals else self.translator_model
+
 
 class Engine:
     """Shared models, loaded lazily on first use (or all at once with `load()`); thread-safe."""

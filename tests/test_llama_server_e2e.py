@@ -111,7 +111,8 @@ def _chrf(hypothesis: str, reference: str) -> float:
 def in_process(fleurs) -> dict[str, str]:
     """The in-process decoder's translations of the clip, by mode: the GGUF llama-server has, for
     steps and finals alike, as a remote decoder does both."""
-    engine = Engine(EngineConfig(n_threads=1, translator_model=QUALITY_PRESETS[SERVER_QUALITY].steps, finals_model=""))
+    one_gguf = QUALITY_PRESETS[SERVER_QUALITY].steps
+    engine = Engine(EngineConfig(n_threads=1, translator_model=one_gguf, finals_model=""))
     return {mode: _session_translation(engine, _audio(fleurs, CLIP), mode)[0] for mode in ("direct", "cascade")}
 
 
