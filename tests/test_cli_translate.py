@@ -114,6 +114,17 @@ def test_corrupt_model_file(tmp_path):
     assert_one_line_error(result, "silero", "streamst models pull")
 
 
+@pytest.mark.models
+def test_a_finals_decoder_not_pulled_names_it_and_the_command(tmp_path):
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    for name in ("silero-vad", "whisper-base", "qwen2.5-coder-0.5b-instruct-q4km"):  # all but the 1.5B
+        (home / "models" / name).symlink_to(registry.model_path(name))
+    audio = write_wav(tmp_path / "a.wav", np.zeros(16_000))
+    result = run_cli("translate", str(audio), "-s", "en", "-t", "zh", env={"STREAMST_HOME": str(home)})
+    assert_one_line_error(result, "qwen2.5-coder-1.5b-instruct-q4km", "streamst models pull")
+
+
 @pytest.mark.parametrize("name", ["no-such-model", "silero-vad"])
 def test_a_translator_that_is_not_one(tmp_path, name):
     audio = write_wav(tmp_path / "tone.wav", np.zeros(16_000))
