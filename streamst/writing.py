@@ -1,10 +1,11 @@
 """Scripts in target text: which letters a translation into a language should not hold (Latin
 words in Chinese, Japanese and Korean, except the source's names and acronyms; Chinese, Japanese
 and Korean characters in a Latin-script language), and whether a translation merely copies its
-source. The translator's decode-time mask and the benchmark's leakage metric share these rules.
+source, or talks about the translation instead of translating. The translator's decode-time mask and
+the benchmark's leakage metric share these rules.
 
     >>> sorted(kept_latin_words("Good morning everyone, says Dr. Ehud Ur of the WHO"))
-    ['Dr', 'Ehud', 'Good', 'Ur', 'WHO']
+    ['Dr', 'Ehud', 'Ur', 'WHO']
     >>> from streamst.languages import resolve
     >>> wrong_script_letters("早上 everyone！", "Good morning everyone", resolve("zh"))
     (8, 10)
@@ -100,7 +101,7 @@ def copied_words(text: str, source_text: str) -> list[str]:
     the source's; else [].
 
     >>> copied_words("Dr. Ehud Ur, professor of medicine at Dalhousie", "Dr. Ehud Ur, professor of medicine at Dalhousie University")
-    ['professor', 'of', 'medicine', 'at']
+    ['Dr', 'professor', 'of', 'medicine', 'at']
     >>> copied_words("Dr. Ehud Ur, Professor für Medizin an der Dalhousie", "Dr. Ehud Ur, professor of medicine at Dalhousie")
     []
     """
@@ -111,3 +112,58 @@ def copied_words(text: str, source_text: str) -> list[str]:
     source_words = {w.casefold() for w in LATIN_WORD.findall(source_text)}
     shared = [w for w in words if w.casefold() in source_words]
     return shared if len(shared) >= COPY_MIN_SHARE * len(words) else []
+
+
+# What a decoder writes when it talks about the translation rather than translating: "The German
+# text "…" translates to English as: …", "In English: …". Decoders comment in English, naming the
+# languages by their English names (`Language.name`).
+COMMENTARY_NOUNS = "text|sentence|sentences|phrase|passage|original|version|translation"
+COMMENTARY_PATTERNS = (
+    r"\b(?:{names})\s+(?:" + COMMENTARY_NOUNS + r")\s*(?:[:\"“«]|translat|reads|means|says)",  # 'the German text "…"'
+    r"\btranslat\w*\s+(?:[\w,]+\s+){{0,3}}?(?:to|into|in)\s+(?:{names})\b",  # "translates to English"
+    r"\b(?:in|into)\s+(?:{names})\s*[:：]",  # "In English:"
+)
+# A sentence ends with one of these (and closing quotes or brackets) before a space.
+SENTENCE_END = re.compile("[.!?…。！？][\"'”’)\\]]*\\s+")
+
+
+def _english_names(language: Language) -> set[str]:
+    """A language's English name and, for a qualified one, its last word ("Simplified Chinese",
+    "Chinese"); a parenthesised script is left out ("Acehnese (Latin script)" → "Acehnese")."""
+    name = language.name.partition("(")[0].strip()
+    return {name, name.split()[-1]}
+
+
+def commentary_start(text: str, source_text: str, source: Language, target: Language) -> int | None:
+    """Where a translation of `source_text` stops translating and talks about the translation,
+    as the start of the sentence that does (0: the whole text); None when it does not. A sentence
+    is commentary when it names the source or target language by its English name the way a
+    decoder's comment does ("The German text", "translates to English", "In English:"), unless
+    the source itself holds that name. Only English comments are recognised: a Chinese, Japanese
+    or Korean target cannot write them (`foreign_letters`), and decoders comment in English.
+
+    >>> from streamst.languages import resolve
+    >>> de, en = resolve("de"), resolve("en")
+    >>> commentary_start('It helps. The German text "Es hilft" translates to English as: ...', "Es hilft", de, en)
+    10
+    >>> commentary_start("He spoke German and English at home.", "Er sprach Deutsch und Englisch.", de, en) is None
+    True
+    """
+    folded_source = source_text.casefold()
+    names = sorted(
+        (n for n in _english_names(source) | _english_names(target) if n.casefold() not in folded_source),
+        key=len,
+        reverse=True,
+    )
+    if not names:
+        return None
+    alternatives = "|".join(re.escape(n) for n in names)
+    starts = [
+        m.start()
+        for pattern in COMMENTARY_PATTERNS
+        if (m := re.search(pattern.format(names=alternatives), text, re.IGNORECASE))
+    ]
+    if not starts:
+        return None
+    first = min(starts)
+    return max((m.end() for m in SENTENCE_END.finditer(text, 0, first)), default=0)

@@ -152,6 +152,13 @@ def test_a_translation_that_copies_its_latin_source_is_not_committed():
     assert result.text == "" and result.tokens == () and not result.finished
 
 
+def test_a_translation_that_comments_on_itself_keeps_only_the_sentences_before_the_comment():
+    tokens = ["It", " helps", ".", " The", " German", " text", " \"", "Es", " hilft", "\"", " translates", " to", " English"]
+    with FakeServer(lambda body: (200, llama_answer(tokens, finish="length"))) as server:
+        result = translator(server.url).translate("Es hilft.", resolve("de"), EN)
+    assert result.text == "It helps." and result.finished, "what is kept ends a sentence"
+
+
 def test_a_copy_is_decoded_again_with_the_copied_words_banned_through_the_servers_tokenizer():
     source = "professor of medicine at the university of Dalhousie"
     words = [" " + w for w in source.split()]

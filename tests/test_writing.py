@@ -4,14 +4,18 @@ those rules."""
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 
+from streamst import writing
 from streamst.languages import resolve
 from streamst.translators.masks import ScriptMask, script_token_ids, word_start_ids
 from streamst.writing import (
     CJK_LETTER,
     LATIN_LETTER,
+    commentary_start,
     copied_words,
     foreign_letters,
     kept_latin_words,
@@ -58,6 +62,33 @@ def test_a_copy_is_most_of_a_long_enough_translation_taken_from_its_latin_source
     assert not copied_words("professor of medicine", source), "too short to tell"
     assert may_copy(resolve("en"), resolve("de")) and may_copy(resolve("es"), resolve("en"))
     assert not may_copy(resolve("en"), resolve("en")) and not may_copy(resolve("zh"), resolve("en"))
+
+
+def test_a_translation_that_comments_on_itself_is_cut_where_that_sentence_starts() -> None:
+    de, en, es = resolve("de"), resolve("en"), resolve("es")
+    six = "They can also help students. The first part of the German text translates to English as: \"The first"
+    assert commentary_start(six, "Blogs können auch helfen", de, en) == six.index("The first")
+    nine = 'The appropriate use of blogs. The German text "Kanschülerinnen und Schüler" translates to "Do girls'
+    assert commentary_start(nine, "Kanschülerinnen und Schüler", de, en) == nine.index("The German")
+    assert commentary_start("In English: the weather changes.", "El tiempo cambia.", es, en) == 0
+    assert commentary_start("Das Wetter ändert sich. Auf Englisch heißt das…", "The weather changes.", en, de) is None, (
+        "only English comments are recognised"
+    )
+
+
+def test_naming_a_language_in_a_translation_is_no_comment() -> None:
+    de, en, zh = resolve("de"), resolve("en"), resolve("zh")
+    # Human translations (WMT22 zh-en, ja-en) that name a language as their sources do.
+    assert commentary_start("The Chinese translation of Metaphysics originates from the Book of Changes.",
+                            "《形而上学》的中文译名出自《易经》", zh, en) is None  # fmt: skip
+    assert commentary_start("It is cheap compared with the Chinese version, and fine.", "和中文版比便宜", zh, en) is None
+    assert commentary_start("He spoke German and English at home.", "Er sprach Deutsch und Englisch.", de, en) is None
+    # The source names it: "the English text" is then a translation, not a comment.
+    assert commentary_start('Der englische Text "Hello" sagt Hallo.', 'The English text "Hello" says hello.', en, de) is None
+
+
+def test_the_examples_in_the_writing_rules_hold() -> None:
+    assert doctest.testmod(writing).failed == 0
 
 
 def byte_tokens(text: str, special: bool) -> list[int]:

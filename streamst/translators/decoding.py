@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import codecs
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from streamst.errors import OptionsError
+from streamst.languages import Language
 from streamst.translators.prompt import PromptParts
 from streamst.types import TokenStep
+from streamst.writing import commentary_start
+
+log = logging.getLogger("streamst.translators")
 
 LOOP_MIN_REPEATS = 3  # an n-gram of tokens repeated back to back this often ends decoding ...
 LOOP_MIN_SPAN_TOKENS = 12  # ... once the repeats cover this many tokens (digits are single tokens)
@@ -95,3 +100,26 @@ def repeated_tail(ids: Sequence[int]) -> int:
         if all(tail[k * n : (k + 1) * n] == tail[:n] for k in range(1, repeats)):
             return span - n
     return 0
+
+
+def cut_commentary(
+    steps: Sequence[TokenStep], source_text: str, source: Language, target: Language
+) -> tuple[TokenStep, ...] | None:
+    """The steps before the sentence in which a translation stops translating and talks about
+    the translation (`streamst.writing.commentary_start`: "The German text "…" translates to
+    English as: …"), whole steps only; None when it does not. Committed, such a comment would
+    stay in the captions, and the decoder continuing it would comment again."""
+    text = "".join(step.text for step in steps)
+    start = commentary_start(text, source_text, source, target)
+    if start is None:
+        return None
+    limit = len(text[:start].rstrip())  # the space before the comment goes with it
+    kept: list[TokenStep] = []
+    end = 0
+    for step in steps:
+        end += len(step.text)
+        if end > limit:
+            break
+        kept.append(step)
+    log.info("translation comments on itself; cut to %d characters: %r", start, text[start : start + 80])
+    return tuple(kept)

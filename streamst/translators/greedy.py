@@ -36,6 +36,7 @@ from streamst.translators.base import Translator
 from streamst.translators.decoding import (
     PromptTokens,
     common_prefix_length,
+    cut_commentary,
     flush_pending,
     LOOP_CONTEXT_TOKENS,
     logsumexp,
@@ -107,7 +108,7 @@ class DecodingOptions(Protocol):
     def style(self) -> PromptStyle: ...
 
     @property
-    def target_fidelity(self) -> bool: ...  # mask other scripts' tokens, retry a copy of the source
+    def target_fidelity(self) -> bool: ...  # mask other scripts' tokens, retry a copy of the source, cut a comment
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,9 @@ class GreedyTranslator(Translator):
                     copied = copied_words(decoded.text, source_text) if check_copy else []
                     if copied:
                         decoded = self._retry_copy(slot, prompt, first_logits, mask, copied, source_text)
+                    kept = cut_commentary(decoded.steps, source_text, source, target) if o.target_fidelity else None
+                    if kept is not None:  # what is kept ends a sentence: its last word is whole
+                        decoded = Decoded(kept, bool(kept))
             except Exception:
                 self._slots.forget(slot)
                 backend.keep(slot, 0)  # an evaluate that failed may have left the cache half-updated

@@ -28,7 +28,7 @@ class LlamaOptions:
     min_new_tokens_cap: int = 32  # the cap on new tokens is at least this ...
     new_tokens_per_source_token: float = 2.5  # ... or this many per source token
     style: PromptStyle = field(default_factory=PromptStyle)
-    target_fidelity: bool = True  # mask other scripts' tokens, retry a copy of the source (streamst.writing)
+    target_fidelity: bool = True  # mask other scripts' tokens, retry a copy of the source, cut a comment (streamst.writing)
 
     def __post_init__(self) -> None:
         if self.n_ctx < 256:

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from streamst.errors import ModelError, OptionsError, TranslatorUnavailableError
 from streamst.languages import Language
 from streamst.translators.base import Translator
-from streamst.translators.decoding import flush_pending, new_tokens_cap, repeated_tail
+from streamst.translators.decoding import cut_commentary, flush_pending, new_tokens_cap, repeated_tail
 from streamst.translators.masks import word_start_ids
 from streamst.translators.prompt import IM_END, PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
@@ -67,7 +67,7 @@ class ServerOptions:
     new_tokens_per_source_token: float = 2.5  # ... or this many per source token
     utf8_bytes_per_source_token: float = 3.0  # estimates the source's tokens (Qwen: ~4.5 for English, ~3 for CJK)
     style: PromptStyle = field(default_factory=PromptStyle)
-    copy_check: bool = True  # a translation that copies its Latin-script source is not committed
+    copy_check: bool = True  # a translation that copies its Latin-script source, or comments on itself, is not committed
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -138,12 +138,16 @@ class OpenAIServerTranslator(Translator):
             nothing = Completion((), False, completion.n_prompt_tokens, completion.n_cached_tokens)
             completion = self._retry_copy(prompt, cap, copied, source_text) or nothing
             steps, looped = cut_loop(completion.steps)
+        finished = completion.stopped and not looped
+        kept = cut_commentary(steps, source_text, source, target) if o.copy_check else None
+        if kept is not None:  # what is kept ends a sentence: its last word is whole
+            steps, finished = kept, bool(kept)
         return Translation(
             text="".join(step.text for step in steps),
             tokens=tuple(steps),
             n_prompt_tokens=completion.n_prompt_tokens,
             n_prefill_tokens=completion.n_prompt_tokens - completion.n_cached_tokens,
-            finished=completion.stopped and not looped,
+            finished=finished,
         )
 
     def _retry_copy(self, prompt: str, cap: int, copied: Sequence[str], source_text: str) -> Completion | None:
