@@ -71,6 +71,11 @@ def test_a_translation_that_comments_on_itself_is_cut_where_that_sentence_starts
     nine = 'The appropriate use of blogs. The German text "Kanschülerinnen und Schüler" translates to "Do girls'
     assert commentary_start(nine, "Kanschülerinnen und Schüler", de, en) == nine.index("The German")
     assert commentary_start("In English: the weather changes.", "El tiempo cambia.", es, en) == 0
+    # What the 0.5B steps and the 1.5B final wrote once the languages' names were cut (de-en clip 6).
+    unnamed = 'They help. The first part of the text translates to: "Schoolchildren have their blog."'
+    assert commentary_start(unnamed, "Sie helfen.", de, en) == unnamed.index("The first")
+    remark = "Pupils write blogs. This translation maintains the meaning of the original German text."
+    assert commentary_start(remark, "Schüler schreiben Blogs.", de, en) == remark.index("This")
     assert commentary_start("Das Wetter ändert sich. Auf Englisch heißt das…", "The weather changes.", en, de) is None, (
         "only English comments are recognised"
     )
