@@ -131,11 +131,31 @@ COMMENTARY_PATTERNS = (
 SENTENCE_END = re.compile("[.!?…。！？][\"'”’)\\]]*\\s+")
 
 
+# Words a translation that commented on itself is decoded again without (with the languages' names).
+COMMENTARY_WORDS = ("translation", "translations", "translate", "translates", "translated", "translating")
+
+
 def _english_names(language: Language) -> set[str]:
     """A language's English name and, for a qualified one, its last word ("Simplified Chinese",
     "Chinese"); a parenthesised script is left out ("Acehnese (Latin script)" → "Acehnese")."""
     name = language.name.partition("(")[0].strip()
     return {name, name.split()[-1]}
+
+
+def _names_to_flag(source_text: str, source: Language, target: Language) -> list[str]:
+    """The English names of the two languages that the source does not hold, longest first."""
+    folded_source = source_text.casefold()
+    names = _english_names(source) | _english_names(target)
+    return sorted((n for n in names if n.casefold() not in folded_source), key=len, reverse=True)
+
+
+def commentary_words(source_text: str, source: Language, target: Language) -> list[str]:
+    """The words a translation that commented on itself (`commentary_start`) is decoded again
+    without: the languages' English names ("Chinese" of "Simplified Chinese") and the words for
+    translating, but those the source holds."""
+    folded_source = source_text.casefold()
+    words = [w for w in COMMENTARY_WORDS if w not in folded_source]
+    return sorted({n.split()[-1] for n in _names_to_flag(source_text, source, target)} | set(words))
 
 
 def commentary_start(text: str, source_text: str, source: Language, target: Language) -> int | None:
@@ -155,12 +175,7 @@ def commentary_start(text: str, source_text: str, source: Language, target: Lang
     >>> commentary_start("He spoke German and English at home.", "Er sprach Deutsch und Englisch.", de, en) is None
     True
     """
-    folded_source = source_text.casefold()
-    names = sorted(
-        (n for n in _english_names(source) | _english_names(target) if n.casefold() not in folded_source),
-        key=len,
-        reverse=True,
-    )
+    names = _names_to_flag(source_text, source, target)
     alternatives = "|".join(re.escape(n) for n in names) or "(?!)"  # (?!) matches nothing
     starts = [
         m.start()

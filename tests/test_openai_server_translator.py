@@ -152,11 +152,31 @@ def test_a_translation_that_copies_its_latin_source_is_not_committed():
     assert result.text == "" and result.tokens == () and not result.finished
 
 
-def test_a_translation_that_comments_on_itself_keeps_only_the_sentences_before_the_comment():
+def test_a_translation_that_comments_on_itself_is_asked_again_without_the_words_of_the_comment():
+    comment = ["It", " helps", ".", " The", " German", " text", " \"", "Es", " hilft", "\"", " translates", " to", " English"]
+
+    def answer(body):
+        if body["_path"] == "/tokenize":
+            return 200, {"tokens": [len(body["content"])]}  # one token per word, its id its length
+        return 200, llama_answer(["It", " helps", " us", "."] if "logit_bias" in body else comment, finish="length")
+
+    with FakeServer(answer) as server:
+        result = translator(server.url, model="m").translate("Es hilft uns.", resolve("de"), EN)
+    assert result.text == "It helps us." and server.bodies[-1]["logit_bias"]
+
+
+def test_a_translation_that_comments_again_keeps_only_the_sentences_before_the_comment():
     tokens = ["It", " helps", ".", " The", " German", " text", " \"", "Es", " hilft", "\"", " translates", " to", " English"]
-    with FakeServer(lambda body: (200, llama_answer(tokens, finish="length"))) as server:
-        result = translator(server.url).translate("Es hilft.", resolve("de"), EN)
+
+    def answer(body):
+        if body["_path"] == "/tokenize":
+            return 200, {"tokens": [len(body["content"])]}
+        return 200, llama_answer(tokens, finish="length")
+
+    with FakeServer(answer) as server:
+        result = translator(server.url, model="m").translate("Es hilft.", resolve("de"), EN)
     assert result.text == "It helps." and result.finished, "what is kept ends a sentence"
+    assert [b["_path"] for b in server.bodies].count("/v1/completions") == 2
 
 
 def test_a_copy_is_decoded_again_with_the_copied_words_banned_through_the_servers_tokenizer():

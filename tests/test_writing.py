@@ -16,6 +16,7 @@ from streamst.writing import (
     CJK_LETTER,
     LATIN_LETTER,
     commentary_start,
+    commentary_words,
     copied_words,
     foreign_letters,
     kept_latin_words,
@@ -79,6 +80,14 @@ def test_a_translation_that_comments_on_itself_is_cut_where_that_sentence_starts
     assert commentary_start("Das Wetter ändert sich. Auf Englisch heißt das…", "The weather changes.", en, de) is None, (
         "only English comments are recognised"
     )
+
+
+def test_a_comment_is_decoded_again_without_the_languages_names_and_the_words_for_translating() -> None:
+    de, en, zh = resolve("de"), resolve("en"), resolve("zh")
+    words = commentary_words("Blogs helfen.", de, en)
+    assert {"German", "English", "translates", "translation"} <= set(words)
+    assert "Chinese" in commentary_words("早上好", zh, en) and "Simplified" not in commentary_words("早上好", zh, en)
+    assert "translation" not in commentary_words("The translation of the Bible", en, de), "the source says it"
 
 
 def test_naming_a_language_in_a_translation_is_no_comment() -> None:

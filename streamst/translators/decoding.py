@@ -121,5 +121,5 @@ def cut_commentary(
         if end > limit:
             break
         kept.append(step)
-    log.info("translation comments on itself; cut to %d characters: %r", start, text[start : start + 80])
+    log.info("translation comments on itself from character %d: %r", start, text[start : start + 80])
     return tuple(kept)

@@ -46,7 +46,14 @@ from streamst.translators.decoding import (
 from streamst.translators.masks import ScriptMask, script_token_ids, word_start_ids
 from streamst.translators.prompt import PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
-from streamst.writing import LATIN_LETTER, copied_words, foreign_letters, kept_latin_words, may_copy
+from streamst.writing import (
+    LATIN_LETTER,
+    commentary_words,
+    copied_words,
+    foreign_letters,
+    kept_latin_words,
+    may_copy,
+)
 
 log = logging.getLogger("streamst.translators")
 
@@ -156,15 +163,16 @@ class GreedyTranslator(Translator):
                     n_prefill, logits = prefill(backend, slot, prompt, reuse_source=own)
                 mask = self._mask(source_text, target, len(logits)) if o.target_fidelity else None
                 check_copy = o.target_fidelity and may_copy(source, target)
-                first_logits = np.array(logits, copy=True) if check_copy else logits
+                first_logits = np.array(logits, copy=True) if o.target_fidelity else logits
                 with span("translator.decode"):
                     decoded = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, mask)
                     copied = copied_words(decoded.text, source_text) if check_copy else []
                     if copied:
                         decoded = self._retry_copy(slot, prompt, first_logits, mask, copied, source_text)
-                    kept = cut_commentary(decoded.steps, source_text, source, target) if o.target_fidelity else None
-                    if kept is not None:  # what is kept ends a sentence: its last word is whole
-                        decoded = Decoded(kept, bool(kept))
+                    if o.target_fidelity:
+                        decoded = self._without_commentary(
+                            decoded, slot, prompt, first_logits, mask, source_text, source, target, check_copy
+                        )
             except Exception:
                 self._slots.forget(slot)
                 backend.keep(slot, 0)  # an evaluate that failed may have left the cache half-updated
@@ -215,6 +223,38 @@ class GreedyTranslator(Translator):
             log.warning("translation copies its source again; not committed: %r", decoded.text[:80])
             return Decoded((), False)
         return decoded
+
+
+    def _without_commentary(
+        self,
+        decoded: Decoded,
+        slot: int,
+        prompt: PromptTokens,
+        logits: np.ndarray,
+        mask: ScriptMask | None,
+        source_text: str,
+        source: Language,
+        target: Language,
+        check_copy: bool,
+    ) -> Decoded:
+        """`decoded`, or where it comments on itself (`streamst.writing.commentary_start`), a
+        decoding again with the languages' names and the words for translating unable to start;
+        if that comments too, or copies its source, the first decoding cut before the comment.
+        Cut at a sentence's end, a translation's last word is whole."""
+        kept = cut_commentary(decoded.steps, source_text, source, target)
+        if kept is None:
+            return decoded
+        backend = self.backend
+        ban = word_start_ids(backend.tokenize, commentary_words(source_text, source, target))
+        retry_mask = mask.banning(ban) if mask is not None else ScriptMask(ban)
+        backend.keep(slot, len(prompt.tokens))
+        retried = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, retry_mask)
+        if cut_commentary(retried.steps, source_text, source, target) is None and not (
+            check_copy and copied_words(retried.text, source_text)
+        ):
+            return retried
+        log.info("translation comments on itself again; keeping %d characters", len("".join(s.text for s in kept)))
+        return Decoded(kept, bool(kept))
 
 
 class _Slots:

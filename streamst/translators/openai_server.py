@@ -43,7 +43,7 @@ from streamst.translators.decoding import cut_commentary, flush_pending, new_tok
 from streamst.translators.masks import word_start_ids
 from streamst.translators.prompt import IM_END, PromptStyle, chat_prompt
 from streamst.types import TokenStep, Translation
-from streamst.writing import copied_words, may_copy
+from streamst.writing import commentary_words, copied_words, may_copy
 
 log = logging.getLogger("streamst.translators.openai_server")
 
@@ -140,8 +140,8 @@ class OpenAIServerTranslator(Translator):
             steps, looped = cut_loop(completion.steps)
         finished = completion.stopped and not looped
         kept = cut_commentary(steps, source_text, source, target) if o.copy_check else None
-        if kept is not None:  # what is kept ends a sentence: its last word is whole
-            steps, finished = kept, bool(kept)
+        if kept is not None:
+            steps, finished = self._retry_commentary(prompt, cap, kept, source_text, source, target)
         return Translation(
             text="".join(step.text for step in steps),
             tokens=tuple(steps),
@@ -157,17 +157,42 @@ class OpenAIServerTranslator(Translator):
         translation is not committed)."""
         words = sorted({w.lower() for w in copied if len(w) >= 3})
         log.info("translation copies its source (%d words); retrying without %s", len(copied), ", ".join(words[:8]))
-        try:
-            ban = word_start_ids(self.tokenize, words)
-        except TranslatorUnavailableError as e:
-            log.warning("translation copies its source and cannot be retried (%s); not committed", e)
+        completion = self._complete_without(prompt, cap, words)
+        if completion is None:
+            log.warning("translation copies its source and cannot be retried; not committed")
             return None
-        completion = self.complete(prompt, cap, {str(int(i)): BANNED_BIAS for i in ban})
         text = "".join(step.text for step in completion.steps)
         if copied_words(text, source_text):
             log.warning("translation copies its source again; not committed: %r", text[:80])
             return None
         return completion
+
+    def _retry_commentary(
+        self, prompt: str, cap: int, kept: tuple[TokenStep, ...], source_text: str, source: Language, target: Language
+    ) -> tuple[tuple[TokenStep, ...], bool]:
+        """(steps, finished) for a translation that commented on itself: the completion again with
+        the languages' names and the words for translating unable to start, as the in-process
+        decoder retries; if that comments too, copies its source, or cannot be asked, `kept` (the
+        first translation cut before the comment, ending a sentence)."""
+        completion = self._complete_without(prompt, cap, commentary_words(source_text, source, target))
+        if completion is not None:
+            steps, looped = cut_loop(completion.steps)
+            text = "".join(step.text for step in steps)
+            copies = self.options.copy_check and may_copy(source, target) and copied_words(text, source_text)
+            if cut_commentary(steps, source_text, source, target) is None and not copies:
+                return steps, completion.stopped and not looped
+        log.info("translation comments on itself again; keeping %d characters", len("".join(s.text for s in kept)))
+        return kept, bool(kept)
+
+    def _complete_without(self, prompt: str, cap: int, words: Sequence[str]) -> Completion | None:
+        """The completion with `words` unable to start (`word_start_ids`, through the server's
+        /tokenize and a `logit_bias`); None when the server cannot tokenize."""
+        try:
+            ban = word_start_ids(self.tokenize, words)
+        except TranslatorUnavailableError as e:
+            log.warning("cannot ban words through the server's tokenizer: %s", e)
+            return None
+        return self.complete(prompt, cap, {str(int(i)): BANNED_BIAS for i in ban})
 
     # the server ------------------------------------------------------------------------------------
 
