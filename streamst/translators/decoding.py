@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,12 +115,6 @@ def cut_commentary(
     if start is None:
         return None
     limit = len(text[:start].rstrip())  # the space before the comment goes with it
-    kept: list[TokenStep] = []
-    end = 0
-    for step in steps:
-        end += len(step.text)
-        if end > limit:
-            break
-        kept.append(step)
+    ends = itertools.accumulate(len(step.text) for step in steps)
     log.info("translation comments on itself from character %d: %r", start, text[start : start + 80])
-    return tuple(kept)
+    return tuple(step for step, end in zip(steps, ends) if end <= limit)
