@@ -212,18 +212,13 @@ class GreedyTranslator(Translator):
         """Decodes again a translation that copied its source through (the `copied` words), with the copied
         words of three letters or more unable to start; a retry that copies again is not
         committed (empty)."""
-        backend = self.backend
         words = sorted({w.lower() for w in copied if len(w) >= 3})
         log.info("translation copies its source (%d words); retrying without %s", len(copied), ", ".join(words[:8]))
-        ban = word_start_ids(backend.tokenize, words)
-        retry_mask = mask.banning(ban) if mask is not None else ScriptMask(ban)
-        backend.keep(slot, len(prompt.tokens))
-        decoded = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, retry_mask)
+        decoded = self._decode_without(slot, prompt, logits, mask, words)
         if copied_words(decoded.text, source_text):
             log.warning("translation copies its source again; not committed: %r", decoded.text[:80])
             return Decoded((), False)
         return decoded
-
 
     def _without_commentary(
         self,
@@ -244,17 +239,24 @@ class GreedyTranslator(Translator):
         kept = cut_commentary(decoded.steps, source_text, source, target)
         if kept is None:
             return decoded
-        backend = self.backend
-        ban = word_start_ids(backend.tokenize, commentary_words(source_text, source, target))
-        retry_mask = mask.banning(ban) if mask is not None else ScriptMask(ban)
-        backend.keep(slot, len(prompt.tokens))
-        retried = decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, retry_mask)
+        retried = self._decode_without(slot, prompt, logits, mask, commentary_words(source_text, source, target))
         if cut_commentary(retried.steps, source_text, source, target) is None and not (
             check_copy and copied_words(retried.text, source_text)
         ):
             return retried
         log.info("translation comments on itself again; keeping %d characters", len("".join(s.text for s in kept)))
         return Decoded(kept, bool(kept))
+
+    def _decode_without(
+        self, slot: int, prompt: PromptTokens, logits: np.ndarray, mask: ScriptMask | None, words: Sequence[str]
+    ) -> Decoded:
+        """Decodes the prompt again (from its logits, `logits`) with `words` unable to start
+        (`word_start_ids`), on top of the request's `mask`."""
+        backend = self.backend
+        ban = word_start_ids(backend.tokenize, words)
+        backend.keep(slot, len(prompt.tokens))
+        retry_mask = mask.banning(ban) if mask is not None else ScriptMask(ban)
+        return decode(backend, slot, logits, prompt.max_new_tokens, prompt.tokens, retry_mask)
 
 
 class _Slots:
