@@ -79,6 +79,18 @@ def test_a_tail_that_recites_the_sentence_again_is_cut():
     assert len(cut_repeated_tail(normal)) == len(normal)
 
 
+def test_a_recital_cut_mid_word_by_the_token_cap_is_cut():
+    from streamst.encoders.guards import cut_repeated_tail
+
+    # fleurs-de-001: Whisper recited the sentence until its token cap stopped it inside '-Rex'.
+    sentence = "Selbst ein großer Dinosaurier wie T -Rex wäre ihm nicht gewachsen."
+    looped = words(f"{sentence} {sentence} Selbst ein großer Dinosaurier wie T -")
+    assert " ".join(w.text.strip() for w in cut_repeated_tail(looped)) == sentence
+    # A last word that merely differs is not a recital: the speaker went on.
+    went_on = words(f"{sentence} Selbst ein großer Dinosaurier wie T -Rex wäre klein")
+    assert len(cut_repeated_tail(went_on)) == len(went_on)
+
+
 def test_a_sentence_recited_several_times_is_cut_to_one():
     from streamst.encoders.guards import cut_repeated_tail
 

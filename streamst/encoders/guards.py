@@ -30,14 +30,21 @@ def cut_repeats(words: Sequence[Word], max_ngram: int = 4, max_repeats: int = 3)
 def cut_repeated_tail(words: Sequence[Word], min_words: int = 5) -> tuple[Word, ...]:
     """Drop a tail of at least `min_words` words that recites the words before it once or more
     (a decoder that loops back to the start of its sentence): the tail equals the transcript
-    shifted back by some period of at least `min_words` words."""
+    shifted back by some period of at least `min_words` words. Its last word may be the start of
+    the word it recites: the decoder's token cap stops a loop mid-word ('T-Rex' as 'T-')."""
     keys = [_norm(w) for w in words]
     n = len(keys)
     for start in range(min_words, n - min_words + 1):
         for period in range(min_words, start + 1):
-            if keys[start:] == keys[start - period : n - period]:
+            if keys[start : n - 1] == keys[start - period : n - 1 - period] and _starts(keys[n - 1 - period], keys[n - 1]):
                 return tuple(words[:start])
     return tuple(words)
+
+
+def _starts(word: str, beginning: str) -> bool:
+    """Whether `beginning` (a normalised word, maybe cut short) is `word` or begins it; an empty
+    one (punctuation alone) only matches another."""
+    return beginning == word or (bool(beginning) and word.startswith(beginning))
 
 
 def cap_rate(words: Sequence[Word], audio_ms: int, max_units_per_s: float) -> tuple[Word, ...]:
