@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +95,7 @@ class Engine:
                     finisher=self._load_finisher(),
                 )
                 self._sensevoice = self._load_sensevoice()
+                self._prepare(self._components)
             return self._components
 
     def components_for(self, source: Language) -> Components:
@@ -155,6 +157,16 @@ class Engine:
         if source_language == target_language:
             raise LanguageError(f"source and target are both {source_language.name}; choose a different target")
         return source_language, target_language
+
+    @staticmethod
+    def _prepare(components: Components) -> None:
+        """The decoders' one-off work of a first request, done at load rather than in the first
+        sentence of the first stream (where it pushed a live stream past its compute budget)."""
+        decoders = {id(t): t for t in (components.translator, components.final_translator)}
+        started_s = time.perf_counter()
+        for translator in decoders.values():
+            translator.prepare()
+        log.info("decoders prepared in %.1f s", time.perf_counter() - started_s)
 
     def _load_vad(self) -> SileroVAD:
         path = registry.model_file(self.config.vad_model, "silero_vad.onnx")

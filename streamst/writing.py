@@ -40,6 +40,9 @@ def _script(language: Language) -> str:
     return (language.flores_code or "_Latn").rpartition("_")[2]
 
 
+FOREIGN_SCRIPTS = (LATIN_LETTER, CJK_LETTER)  # every pattern `foreign_letters` gives
+
+
 def foreign_letters(target: Language) -> re.Pattern[str] | None:
     """The letters a translation into `target` should not hold (but for the source's names, see
     `kept_latin_words`): Latin ones for Chinese, Japanese and Korean, Chinese, Japanese and Korean

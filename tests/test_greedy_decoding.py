@@ -319,6 +319,19 @@ def test_a_chinese_translation_never_writes_latin_words_the_source_has_no_name_f
     assert t.translate("hello bob", EN, ZH).text == "Bob 42", "no mask without target fidelity"
 
 
+def test_prepare_does_the_first_requests_one_off_work_and_leaves_no_trace() -> None:
+    prepared, backend = translator(says("Bob 42"), stop_second=True)
+    prepared.prepare()
+    assert len(backend.batches) == 1 and all(not cache for cache in backend.caches), "one evaluation, then emptied"
+    calls: list[int] = []
+    byte_of = backend.token_bytes
+    backend.token_bytes = lambda token_id: calls.append(token_id) or byte_of(token_id)  # type: ignore[method-assign]
+    fresh, _ = translator(says("Bob 42"), stop_second=True)
+    for source, target in (("hello Bob", ZH), ("hello bob", ZH), ("Hello", DE)):
+        assert prepared.translate(source, EN, target) == fresh.translate(source, EN, target)
+    assert len(calls) < N_BYTES, "the script masks were built by prepare, not by the requests"
+
+
 class RetryBackend(ScriptedBackend):
     """Answers `answers[k]` on its k-th attempt: an attempt ends when a decoded answer is dropped
     from the cache (the translator decoding again from the prompt)."""

@@ -114,7 +114,7 @@ def byte_text(token_id: int) -> bytes:
 
 
 def test_the_latin_tokens_are_those_with_a_latin_letter() -> None:
-    latin = script_token_ids(byte_text, 257, LATIN_LETTER, keep={256})
+    latin = script_token_ids(byte_text, 257, [LATIN_LETTER], keep={256})[LATIN_LETTER.pattern]
     assert sorted(latin.tolist()) == sorted(map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
 
@@ -124,7 +124,7 @@ def allowed_after(mask: ScriptMask, text: str) -> str:
 
 
 def test_the_mask_lets_a_name_of_the_source_be_written_whole_and_nothing_else() -> None:
-    latin = script_token_ids(byte_text, 257, LATIN_LETTER, keep={256})
+    latin = script_token_ids(byte_text, 257, [LATIN_LETTER], keep={256})[LATIN_LETTER.pattern]
     mask = ScriptMask.keeping(latin, kept_latin_words("good morning, Bob and Bea"), byte_tokens, byte_text)
     assert allowed_after(mask, "早上好，") == "B", "a name can start"
     assert allowed_after(mask, "早上好，B") == "eo"
@@ -135,7 +135,7 @@ def test_the_mask_lets_a_name_of_the_source_be_written_whole_and_nothing_else() 
 
 
 def test_a_name_begun_is_finished_before_anything_else() -> None:
-    latin = script_token_ids(byte_text, 257, LATIN_LETTER, keep={256})
+    latin = script_token_ids(byte_text, 257, [LATIN_LETTER], keep={256})[LATIN_LETTER.pattern]
     mask = ScriptMask.keeping(latin, kept_latin_words("the Northern Marianas and Bob"), byte_tokens, byte_text)
     inside = mask.apply(np.zeros(257, dtype=np.float32), "北Marian")
     assert np.flatnonzero(inside == 0).tolist() == [ord("a")], "only the rest of 'Marianas': no stop, no 亚"
@@ -147,8 +147,10 @@ def test_a_name_begun_is_finished_before_anything_else() -> None:
 
 def test_a_cjk_mask_holds_the_tokens_with_a_chinese_japanese_or_korean_character() -> None:
     vocab = ["a", "大", "家", "ド", "한", " the", "\u00e4", "。", "1"]
-    ids = script_token_ids(lambda i: vocab[i].encode("utf-8"), len(vocab), CJK_LETTER, keep=())
+    by_script = script_token_ids(lambda i: vocab[i].encode("utf-8"), len(vocab), [CJK_LETTER, LATIN_LETTER], keep=())
+    ids = by_script[CJK_LETTER.pattern]
     assert ids.tolist() == [1, 2, 3, 4]
+    assert by_script[LATIN_LETTER.pattern].tolist() == [0, 5, 6], "one pass, every script"
 
 
 def test_a_retry_bans_the_first_token_of_each_copied_word_in_both_cases() -> None:

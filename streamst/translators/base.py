@@ -39,6 +39,10 @@ class Translator(ABC):
         first: the sentences said before in the same talk, so its names and terms keep their
         translation. They are context only; the result translates `source_text` alone."""
 
+    def prepare(self) -> None:
+        """Does the one-off work of a first request now (reading the weights in, building masks),
+        before any stream asks; called once when the engine loads. Nothing to do by default."""
+
     def check_reachable(self) -> None:
         """Raises `TranslatorUnavailableError` when the translator cannot serve a request now (a
         decoder on another server that does not answer); one in this process always can."""

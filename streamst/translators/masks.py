@@ -25,19 +25,18 @@ _TRAILING_WORD = re.compile(rf"[{LATIN_CHARS}'’\-]*\Z")
 
 
 def script_token_ids(
-    token_bytes: Callable[[int], bytes], n_vocab: int, letters: re.Pattern[str], keep: Iterable[int]
-) -> np.ndarray:
-    """Ids of the tokens whose text holds one of `letters`, except `keep` (the stop tokens).
-    Tokens that are part of a multi-byte character hold no letter."""
+    token_bytes: Callable[[int], bytes], n_vocab: int, scripts: Iterable[re.Pattern[str]], keep: Iterable[int]
+) -> dict[str, np.ndarray]:
+    """For each of `scripts` (by its pattern), the ids of the tokens whose text holds one of its
+    letters, except `keep` (the stop tokens); one pass over the vocabulary, whose detokenising is
+    most of the cost (0.7 s for Qwen's 151,936 tokens). Tokens that are part of a multi-byte
+    character hold no letter."""
     kept = set(keep)
-    return np.array(
-        [
-            i
-            for i in range(n_vocab)
-            if i not in kept and letters.search(token_bytes(i).decode("utf-8", errors="ignore"))
-        ],
-        dtype=np.int64,
-    )
+    texts = [(i, token_bytes(i).decode("utf-8", errors="ignore")) for i in range(n_vocab) if i not in kept]
+    return {
+        letters.pattern: np.array([i for i, text in texts if letters.search(text)], dtype=np.int64)
+        for letters in scripts
+    }
 
 
 @dataclass(frozen=True)
